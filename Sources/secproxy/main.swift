@@ -1,0 +1,2 @@
+import SecProxy
+print("secproxy")

@@ -1,0 +1,2 @@
+import XCTest
+final class SecProxyConfigTestsPlaceholder: XCTestCase { func testNothing() {} }
