@@ -38,6 +38,7 @@ let package = Package(
             dependencies: [
                 "SecProxyConfig", "SecProxyTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -48,6 +49,7 @@ let package = Package(
             dependencies: [
                 "SecProxyConfig", "SecProxyTLS", "SecProxyCore",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -62,14 +64,34 @@ let package = Package(
         .target(
             name: "SecProxyTestSupport",
             dependencies: [
-                "SecProxy", "SecProxyTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         .testTarget(name: "SecProxyConfigTests", dependencies: ["SecProxyConfig"]),
-        .testTarget(name: "SecProxyTLSTests", dependencies: ["SecProxyTLS", "SecProxyTestSupport"]),
-        .testTarget(name: "SecProxyCoreTests", dependencies: ["SecProxyCore", "SecProxy", "SecProxyTestSupport"]),
-        .testTarget(name: "SecProxyCLITests", dependencies: ["SecProxyTestSupport"]),
+        .testTarget(
+            name: "SecProxyTLSTests",
+            dependencies: [
+                "SecProxyTLS", "SecProxyTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "SecProxyCoreTests",
+            dependencies: [
+                "SecProxyCore", "SecProxy", "SecProxyTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "SecProxyCLITests",
+            dependencies: [
+                "SecProxyTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
     ]
 )

@@ -1,0 +1,225 @@
+import Dispatch
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import SecProxyConfig
+import SecProxyCore
+
+/// The running daemon: binds the listeners of a prepared configuration, reloads on SIGHUP,
+/// drains and exits on SIGTERM/SIGINT.
+public final class Daemon: @unchecked Sendable {
+    /// Exit codes (SPEC §1).
+    public enum ExitCode {
+        public static let success: Int32 = 0
+        public static let invalidConfiguration: Int32 = 1
+        public static let runtimeFailure: Int32 = 3
+    }
+
+    private struct BoundListener {
+        let listener: ProxyListener
+        let listen: SocketAddressSpec
+        let mode: ListenerMode
+    }
+
+    private let path: String
+    private let logger: Logger
+    private let logSettings: LineLogHandler.Settings
+    private let group: MultiThreadedEventLoopGroup
+    private let tracker: ConnectionTracker
+    private let observer: LoggingObserver
+    /// Serializes signals, reload and stop; everything below is touched only on it.
+    private let control = DispatchQueue(label: "secproxy.control")
+    private var listeners: [String: BoundListener] = [:]
+    private var current: PreparedConfiguration
+    private var stopping = false
+    private var signalSources: [DispatchSourceSignal] = []
+    private let exit = DispatchSemaphore(value: 0)
+    private var exitCode: Int32 = ExitCode.success
+
+    private init(path: String, prepared: PreparedConfiguration, logger: Logger, logSettings: LineLogHandler.Settings) {
+        self.path = path
+        self.current = prepared
+        self.logger = logger
+        self.logSettings = logSettings
+        let server = prepared.configuration.server
+        self.group = MultiThreadedEventLoopGroup(
+            numberOfThreads: server.workers == 0 ? System.coreCount : server.workers
+        )
+        self.tracker = ConnectionTracker(maxConnections: server.maxConnections)
+        self.observer = LoggingObserver(logger: logger)
+    }
+
+    /// Runs the daemon on the configuration at `path` until stopped; returns the process exit code.
+    public static func run(configPath path: String) -> Int32 {
+        let result = Preparation.prepare(path: path)
+        for diagnostic in result.diagnostics {
+            FileHandle.standardError.write(Data("\(diagnostic)\n".utf8))
+        }
+        guard let prepared = result.prepared else { return ExitCode.invalidConfiguration }
+
+        let server = prepared.configuration.server
+        let settings = LineLogHandler.Settings(format: server.logFormat, level: Logger.Level(server.logLevel))
+        LoggingSystem.bootstrap { _ in LineLogHandler(settings: settings) }
+        let logger = Logger(label: "secproxy")
+
+        let daemon = Daemon(path: path, prepared: prepared, logger: logger, logSettings: settings)
+        return daemon.start()
+    }
+
+    private func start() -> Int32 {
+        // Signals are taken before binding so that an early SIGTERM still drains cleanly.
+        for signalNumber in [SIGTERM, SIGINT, SIGHUP] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: control)
+            source.setEventHandler { [weak self] in self?.handleSignal(signalNumber) }
+            source.resume()
+            signalSources.append(source)
+        }
+        let started: Bool = control.sync {
+            for listener in current.configuration.listeners {
+                do {
+                    try bind(listener, prepared: current)
+                } catch {
+                    logger.critical(
+                        "cannot bind listener",
+                        metadata: [
+                            "listener": .string(listener.name), "address": .string(listener.listen.value.text),
+                            "error": "\(error)",
+                        ]
+                    )
+                    return false
+                }
+            }
+            logger.info("ready", metadata: ["listeners": "\(listeners.count)"])
+            return true
+        }
+        if !started {
+            control.sync { closeListeners() }
+            try? group.syncShutdownGracefully()
+            return ExitCode.runtimeFailure
+        }
+        exit.wait()
+        try? group.syncShutdownGracefully()
+        logger.info("stopped")
+        return exitCode
+    }
+
+    private func handleSignal(_ signalNumber: Int32) {
+        switch signalNumber {
+        case SIGHUP:
+            reload()
+        default:
+            stop()
+        }
+    }
+
+    // MARK: - Listeners
+
+    private func runtime(for listener: ListenerConfiguration, prepared: PreparedConfiguration) -> ListenerRuntime {
+        ListenerRuntime(
+            configuration: listener, tlsContext: prepared.tlsContexts[listener.name], balancer: RoundRobinBalancer()
+        )
+    }
+
+    private func bind(_ listener: ListenerConfiguration, prepared: PreparedConfiguration) throws {
+        let spec = listener.listen.value
+        let host = spec.host == "localhost" ? "127.0.0.1" : spec.host
+        let bound = try ProxyListener.bind(
+            host: host, port: spec.port, runtime: runtime(for: listener, prepared: prepared), group: group,
+            tracker: tracker, observer: observer
+        ).wait()
+        listeners[listener.name] = BoundListener(listener: bound, listen: spec, mode: listener.mode)
+        logger.info(
+            "listening",
+            metadata: [
+                "listener": .string(listener.name),
+                "address": .string(bound.localAddress.map(Self.format) ?? spec.text),
+                "mode": .string(listener.mode.rawValue),
+            ]
+        )
+    }
+
+    private func closeListeners() {
+        for (_, bound) in listeners {
+            try? bound.listener.close().wait()
+        }
+        listeners = [:]
+    }
+
+    static func format(_ address: SocketAddress) -> String {
+        switch address {
+        case .v6: return "[\(address.ipAddress ?? "")]:\(address.port ?? 0)"
+        default: return "\(address.ipAddress ?? ""):\(address.port ?? 0)"
+        }
+    }
+
+    // MARK: - Reload
+
+    private func reload() {
+        guard !stopping else { return }
+        logger.info("reloading configuration")
+        let result = Preparation.prepare(path: path)
+        guard let prepared = result.prepared else {
+            for diagnostic in result.diagnostics {
+                logger.error("\(diagnostic)")
+            }
+            logger.error("configuration reload failed; keeping the running configuration")
+            return
+        }
+        for diagnostic in result.diagnostics {
+            logger.warning("\(diagnostic)")
+        }
+        let wanted = Dictionary(uniqueKeysWithValues: prepared.configuration.listeners.map { ($0.name, $0) })
+        for (name, bound) in listeners where wanted[name]?.listen.value != bound.listen {
+            try? bound.listener.close().wait()
+            listeners[name] = nil
+            logger.info("listener closed", metadata: ["listener": .string(name)])
+        }
+        for listener in prepared.configuration.listeners {
+            if let bound = listeners[listener.name] {
+                bound.listener.replaceRuntime(runtime(for: listener, prepared: prepared))
+                listeners[listener.name] = BoundListener(
+                    listener: bound.listener, listen: bound.listen, mode: listener.mode
+                )
+            } else {
+                do {
+                    try bind(listener, prepared: prepared)
+                } catch {
+                    logger.error(
+                        "cannot bind listener",
+                        metadata: [
+                            "listener": .string(listener.name), "address": .string(listener.listen.value.text),
+                            "error": "\(error)",
+                        ]
+                    )
+                }
+            }
+        }
+        let server = prepared.configuration.server
+        tracker.setMaxConnections(server.maxConnections)
+        logSettings.update(format: server.logFormat, level: Logger.Level(server.logLevel))
+        current = prepared
+        logger.info("configuration reloaded", metadata: ["listeners": "\(listeners.count)"])
+    }
+
+    // MARK: - Stop
+
+    private func stop() {
+        guard !stopping else { return }
+        stopping = true
+        let drain = TimeAmount(current.configuration.server.drainTimeout)
+        logger.info("stopping", metadata: ["open_connections": "\(tracker.count)"])
+        closeListeners()
+        let loop = group.next()
+        let drained = tracker.waitUntilEmpty(on: loop)
+        let timeout = loop.scheduleTask(in: drain) { [tracker, logger] in
+            logger.info("drain timeout reached; closing open connections", metadata: ["open_connections": "\(tracker.count)"])
+            tracker.closeAll()
+        }
+        drained.whenComplete { [exit] _ in
+            timeout.cancel()
+            exit.signal()
+        }
+    }
+}

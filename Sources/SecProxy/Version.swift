@@ -1,0 +1,4 @@
+/// The version printed by `secproxy --version`.
+public enum SecProxyVersion {
+    public static let string = "0.1.0"
+}

@@ -1,0 +1,69 @@
+import NIOCore
+import SecProxyConfig
+import SecProxyTLS
+
+/// A backend ready to dial: the address resolved once when the literal allows it.
+public struct BackendTarget: Sendable {
+    enum Endpoint: Sendable {
+        case address(SocketAddress)
+        case hostPort(host: String, port: Int)
+        case unix(path: String)
+    }
+
+    let endpoint: Endpoint
+    /// As written in the config; used in logs and metrics.
+    public let text: String
+
+    public init(_ backend: BackendAddress) {
+        self.text = backend.text
+        switch backend.kind {
+        case .inet(let host, let port):
+            if let address = try? SocketAddress(ipAddress: host, port: port) {
+                self.endpoint = .address(address)
+            } else {
+                self.endpoint = .hostPort(host: host, port: port)
+            }
+        case .unix(let path):
+            self.endpoint = .unix(path: path)
+        }
+    }
+}
+
+/// The immutable settings one listener's new connections run with.
+///
+/// A reload builds a new `ListenerRuntime`; connections keep the one they were accepted with.
+public final class ListenerRuntime: Sendable {
+    public let name: String
+    public let mode: ListenerMode
+    /// Present exactly for `tls` listeners.
+    public let tlsContext: TLSServerContext?
+    public let backends: [BackendTarget]
+    public let balancer: RoundRobinBalancer
+    public let handshakeTimeout: TimeAmount
+    public let idleTimeout: TimeAmount
+    public let halfCloseTimeout: TimeAmount
+    public let connectTimeout: TimeAmount
+    public let bufferSize: Int
+
+    public init(configuration: ListenerConfiguration, tlsContext: TLSServerContext?, balancer: RoundRobinBalancer) {
+        self.name = configuration.name
+        self.mode = configuration.mode
+        self.tlsContext = tlsContext
+        self.backends = configuration.backends.map(BackendTarget.init)
+        self.balancer = balancer
+        let settings = configuration.settings
+        self.handshakeTimeout = TimeAmount(settings.handshakeTimeout)
+        self.idleTimeout = TimeAmount(settings.idleTimeout)
+        self.halfCloseTimeout = TimeAmount(settings.halfCloseTimeout)
+        self.connectTimeout = TimeAmount(settings.connectTimeout)
+        self.bufferSize = settings.bufferSize
+    }
+}
+
+extension TimeAmount {
+    /// Converts a Swift `Duration`, rounding down to nanoseconds.
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}

@@ -1,0 +1,489 @@
+import NIOCore
+import NIOPosix
+import SecProxyTLS
+
+/// One client connection and the backend connection made for it: the state of the pair and the
+/// glue that moves bytes between them.
+///
+/// Confined to the client channel's event loop; the backend is dialled on the same loop, so the
+/// pair needs no lock. The two channel handlers (`ClientSideHandler`, `BackendSideHandler`) only
+/// forward their events here.
+final class ProxyConnection {
+    enum Phase {
+        /// TLS listener: waiting for the handshake (under the absolute handshake deadline).
+        case handshaking
+        /// Dialling backends; client bytes that already arrived wait in `pendingToBackend`.
+        case connecting
+        /// Both channels wired; bytes flow.
+        case forwarding
+        /// Closing or closed; waiting for both channels to go inactive.
+        case closed
+    }
+
+    enum Side {
+        case client
+        case backend
+
+        var closeReason: CloseReason { self == .client ? .clientClosed : .backendClosed }
+    }
+
+    private let listener: ListenerRuntime
+    private let tracker: ConnectionTracker
+    private let observer: any ConnectionObserver
+    private let eventLoop: EventLoop
+    private let acceptedAt: NIODeadline
+    private let clientAddress: String
+    let handle: ProxyConnectionHandle
+
+    private var phase: Phase = .handshaking
+    private var client: ChannelHandlerContext?
+    private var backend: ChannelHandlerContext?
+    private weak var backendHandler: BackendSideHandler?
+    private var backendText = ""
+
+    private var clientInactive = false
+    /// A backend channel exists (connecting or connected) and has not gone inactive yet.
+    private var backendInFlight = false
+    private var finished = false
+
+    private var reason: CloseReason?
+    private var detail: String?
+    /// The side whose FIN or RST reached us first.
+    private var firstCloser: Side?
+
+    private var tlsInfo: TLSSessionInfo?
+    private var bytesIn = 0
+    private var bytesOut = 0
+
+    private var lastClientActivity: NIODeadline
+    private var lastBackendActivity: NIODeadline
+    private var clientInputClosed = false
+    private var backendInputClosed = false
+    private var halfClosedAt: NIODeadline?
+
+    private var pendingToBackend: [ByteBuffer] = []
+    private var clientReadPending = false
+    private var backendReadPending = false
+    private var backendNeedsFlush = false
+    private var clientNeedsFlush = false
+    private var timer: Scheduled<Void>?
+
+    private var connectStart = 0
+    private var lastConnectError: (any Error)?
+
+    init(
+        listener: ListenerRuntime, tracker: ConnectionTracker, observer: any ConnectionObserver, channel: Channel
+    ) {
+        self.listener = listener
+        self.tracker = tracker
+        self.observer = observer
+        self.eventLoop = channel.eventLoop
+        self.acceptedAt = .now()
+        self.lastClientActivity = acceptedAt
+        self.lastBackendActivity = acceptedAt
+        self.clientAddress = channel.remoteAddress.map(Self.format) ?? ""
+        let eventLoop = channel.eventLoop
+        // The tracker calls back on `eventLoop`; the connection outlives it until `finish()`.
+        var shutdown: () -> Void = {}
+        self.handle = ProxyConnectionHandle(eventLoop: eventLoop, onShutdown: { shutdown() })
+        shutdown = { [unowned self] in self.close(.shutdown) }
+    }
+
+    /// A connection refused before any work (over a limit): only its summary.
+    static func rejectedSummary(listener: String, channel: Channel, reason: CloseReason) -> ConnectionSummary {
+        ConnectionSummary(
+            listener: listener, client: channel.remoteAddress.map(format) ?? "", reason: reason
+        )
+    }
+
+    /// `IP:PORT`, IPv6 in brackets.
+    static func format(_ address: SocketAddress) -> String {
+        switch address {
+        case .v4:
+            return "\(address.ipAddress ?? ""):\(address.port ?? 0)"
+        case .v6:
+            return "[\(address.ipAddress ?? "")]:\(address.port ?? 0)"
+        case .unixDomainSocket:
+            return "unix:\(address.pathname ?? "")"
+        }
+    }
+
+    // MARK: - Client side
+
+    func clientActive(_ context: ChannelHandlerContext) {
+        client = context
+        switch listener.mode {
+        case .tls:
+            phase = .handshaking
+            // An absolute deadline from accept: bytes trickling in do not move it.
+            schedule(at: acceptedAt + listener.handshakeTimeout)
+        case .plain:
+            startConnecting()
+        }
+    }
+
+    func handshakeCompleted(_ info: TLSSessionInfo) {
+        guard case .handshaking = phase else { return }
+        tlsInfo = info
+        let elapsed = NIODeadline.now() - acceptedAt
+        observer.handshakeCompleted(
+            listener: listener.name, tlsVersion: info.version, resumed: info.resumed,
+            seconds: Double(elapsed.nanoseconds) / 1e9
+        )
+        startConnecting()
+    }
+
+    /// Whether the client may be read now; remembers the wish when not.
+    func shouldReadClient() -> Bool {
+        switch phase {
+        case .handshaking:
+            return true
+        case .connecting:
+            clientReadPending = true
+            return false
+        case .forwarding:
+            if backend?.channel.isWritable ?? false { return true }
+            clientReadPending = true
+            return false
+        case .closed:
+            return false
+        }
+    }
+
+    func clientRead(_ buffer: ByteBuffer) {
+        switch phase {
+        case .handshaking, .closed:
+            return
+        case .connecting:
+            bytesIn += buffer.readableBytes
+            pendingToBackend.append(buffer)
+        case .forwarding:
+            bytesIn += buffer.readableBytes
+            lastClientActivity = .now()
+            backend?.write(NIOAny(buffer), promise: nil)
+            backendNeedsFlush = true
+        }
+    }
+
+    func clientReadComplete() {
+        if backendNeedsFlush {
+            backendNeedsFlush = false
+            backend?.flush()
+        }
+    }
+
+    func clientWritabilityChanged() {
+        guard case .forwarding = phase, let client, client.channel.isWritable, backendReadPending else { return }
+        backendReadPending = false
+        backend?.read()
+    }
+
+    /// The client's FIN (or TLS close_notify).
+    func clientInputClosed(_ context: ChannelHandlerContext) {
+        guard !clientInputClosed else { return }
+        clientInputClosed = true
+        if firstCloser == nil { firstCloser = .client }
+        switch phase {
+        case .handshaking, .closed:
+            close(.clientClosed)
+        case .connecting:
+            // Replayed once the backend is wired.
+            break
+        case .forwarding:
+            forwardClientFIN()
+        }
+    }
+
+    func clientError(_ error: any Error) {
+        if let tlsError = error as? TLSError {
+            if tlsInfo == nil {
+                close(.handshakeFailed, detail: tlsError.reason)
+            } else {
+                close(.error, detail: tlsError.reason)
+            }
+        } else if Self.isReset(error) {
+            if firstCloser == nil { firstCloser = .client }
+            close(.clientClosed)
+        } else {
+            close(.error, detail: "\(error)")
+        }
+    }
+
+    func clientBecameInactive() {
+        clientInactive = true
+        if firstCloser == nil { firstCloser = .client }
+        close(firstCloser?.closeReason ?? .clientClosed)
+        finishIfDone()
+    }
+
+    // MARK: - Backend side
+
+    private func startConnecting() {
+        phase = .connecting
+        cancelTimer()
+        connectStart = listener.balancer.start(count: listener.backends.count)
+        connect(attempt: 0)
+    }
+
+    private func connect(attempt: Int) {
+        guard attempt < listener.backends.count else {
+            if case .connectTimeout = lastConnectError as? ChannelError {
+                close(.connectTimeout)
+            } else {
+                close(.backendUnavailable)
+            }
+            return
+        }
+        let target = listener.backends[(connectStart + attempt) % listener.backends.count]
+        let handler = BackendSideHandler(connection: self)
+        // The initializer runs on this same event loop.
+        let boundHandler = NIOLoopBound(handler, eventLoop: eventLoop)
+        let bufferSize = listener.bufferSize
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(listener.connectTimeout)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(
+                .writeBufferWaterMark,
+                value: .init(low: max(1, bufferSize / 2), high: bufferSize)
+            )
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(boundHandler.value)
+                }
+            }
+        let future: EventLoopFuture<Channel>
+        switch target.endpoint {
+        case .address(let address):
+            future = bootstrap.connect(to: address)
+        case .hostPort(let host, let port):
+            future = bootstrap.connect(host: host, port: port)
+        case .unix(let path):
+            future = bootstrap.connect(unixDomainSocketPath: path)
+        }
+        backendInFlight = true
+        future.assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let channel):
+                self.backendConnected(channel, handler: handler, target: target)
+            case .failure(let error):
+                self.backendInFlight = false
+                self.observer.backendConnectFailed(listener: self.listener.name, backend: target.text, error: error)
+                self.lastConnectError = error
+                if case .connecting = self.phase {
+                    self.connect(attempt: attempt + 1)
+                } else {
+                    self.finishIfDone()
+                }
+            }
+        }
+    }
+
+    private func backendConnected(_ channel: Channel, handler: BackendSideHandler, target: BackendTarget) {
+        guard case .connecting = phase, let context = handler.context else {
+            channel.close(promise: nil)
+            return
+        }
+        backend = context
+        backendHandler = handler
+        backendText = target.text
+        phase = .forwarding
+        let now = NIODeadline.now()
+        lastClientActivity = now
+        lastBackendActivity = now
+
+        if !pendingToBackend.isEmpty {
+            for buffer in pendingToBackend { context.write(NIOAny(buffer), promise: nil) }
+            pendingToBackend = []
+            context.flush()
+        }
+        if clientInputClosed {
+            forwardClientFIN()
+        } else if clientReadPending, context.channel.isWritable {
+            clientReadPending = false
+            client?.read()
+        }
+        if backendReadPending {
+            backendReadPending = false
+            context.read()
+        }
+        rearmTimer()
+    }
+
+    func isCurrentBackend(_ handler: BackendSideHandler) -> Bool {
+        backendHandler === handler
+    }
+
+    func shouldReadBackend() -> Bool {
+        switch phase {
+        case .handshaking, .connecting:
+            backendReadPending = true
+            return false
+        case .forwarding:
+            if client?.channel.isWritable ?? false { return true }
+            backendReadPending = true
+            return false
+        case .closed:
+            return false
+        }
+    }
+
+    func backendRead(_ buffer: ByteBuffer) {
+        guard case .forwarding = phase else { return }
+        bytesOut += buffer.readableBytes
+        lastBackendActivity = .now()
+        client?.write(NIOAny(buffer), promise: nil)
+        clientNeedsFlush = true
+    }
+
+    func backendReadComplete() {
+        if clientNeedsFlush {
+            clientNeedsFlush = false
+            client?.flush()
+        }
+    }
+
+    func backendWritabilityChanged() {
+        guard case .forwarding = phase, let backend, backend.channel.isWritable, clientReadPending else { return }
+        clientReadPending = false
+        client?.read()
+    }
+
+    func backendInputClosedEvent() {
+        guard !backendInputClosed else { return }
+        backendInputClosed = true
+        if firstCloser == nil { firstCloser = .backend }
+        guard case .forwarding = phase else { return }
+        halfClosedAt = .now()
+        clientNeedsFlush = false
+        client?.flush()
+        client?.close(mode: .output, promise: nil)
+        closeIfBothDone()
+    }
+
+    func backendError(_ error: any Error) {
+        if Self.isReset(error) {
+            if firstCloser == nil { firstCloser = .backend }
+            close(.backendClosed)
+        } else {
+            close(.error, detail: "\(error)")
+        }
+    }
+
+    func backendBecameInactive() {
+        backendInFlight = false
+        if firstCloser == nil { firstCloser = .backend }
+        close(firstCloser?.closeReason ?? .backendClosed)
+        finishIfDone()
+    }
+
+    // MARK: - Half-close, timers, close
+
+    private func forwardClientFIN() {
+        halfClosedAt = .now()
+        backendNeedsFlush = false
+        backend?.flush()
+        backend?.close(mode: .output, promise: nil)
+        closeIfBothDone()
+    }
+
+    private func closeIfBothDone() {
+        if clientInputClosed && backendInputClosed {
+            close(firstCloser?.closeReason ?? .clientClosed)
+        } else {
+            rearmTimer()
+        }
+    }
+
+    /// Closes both channels; the first reason given wins.
+    func close(_ reason: CloseReason, detail: String? = nil) {
+        if self.reason == nil {
+            self.reason = reason
+            self.detail = detail
+        }
+        if case .closed = phase { return }
+        phase = .closed
+        cancelTimer()
+        pendingToBackend = []
+        client?.close(promise: nil)
+        backend?.close(promise: nil)
+    }
+
+    private func finishIfDone() {
+        guard !finished, clientInactive, !backendInFlight else { return }
+        finished = true
+        tracker.remove(handle)
+        let duration = NIODeadline.now() - acceptedAt
+        observer.connectionClosed(
+            ConnectionSummary(
+                listener: listener.name,
+                client: clientAddress,
+                backend: backendText,
+                sni: tlsInfo?.serverName,
+                alpn: tlsInfo?.alpn,
+                tlsVersion: tlsInfo?.version,
+                cipher: tlsInfo?.cipher,
+                resumed: tlsInfo?.resumed,
+                bytesIn: bytesIn,
+                bytesOut: bytesOut,
+                durationMilliseconds: duration.nanoseconds / 1_000_000,
+                reason: reason ?? .error,
+                detail: detail
+            )
+        )
+        // Break the reference cycles through the handler contexts.
+        client = nil
+        backend = nil
+    }
+
+    private func schedule(at deadline: NIODeadline) {
+        timer?.cancel()
+        timer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            timer = nil
+            timerFired()
+        }
+    }
+
+    private func cancelTimer() {
+        timer?.cancel()
+        timer = nil
+    }
+
+    /// The next moment the pair must be looked at: idle timeout, or half-close timeout once one side sent FIN.
+    private func nextDeadline() -> (NIODeadline, CloseReason)? {
+        switch phase {
+        case .handshaking:
+            return (acceptedAt + listener.handshakeTimeout, .handshakeTimeout)
+        case .connecting, .closed:
+            return nil
+        case .forwarding:
+            var deadline = max(lastClientActivity, lastBackendActivity) + listener.idleTimeout
+            if let halfClosedAt, clientInputClosed != backendInputClosed {
+                // Only the direction that is still open counts.
+                let open = clientInputClosed ? lastBackendActivity : lastClientActivity
+                deadline = min(deadline, max(open, halfClosedAt) + listener.halfCloseTimeout)
+            }
+            return (deadline, .idleTimeout)
+        }
+    }
+
+    private func rearmTimer() {
+        guard let (deadline, _) = nextDeadline() else { return cancelTimer() }
+        schedule(at: deadline)
+    }
+
+    private func timerFired() {
+        guard let (deadline, reason) = nextDeadline() else { return }
+        if deadline <= .now() {
+            close(reason)
+        } else {
+            schedule(at: deadline)
+        }
+    }
+
+    private static func isReset(_ error: any Error) -> Bool {
+        if let io = error as? IOError {
+            return io.errnoCode == ECONNRESET || io.errnoCode == EPIPE
+        }
+        return false
+    }
+}
