@@ -68,7 +68,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "SecProxyConfigTests", dependencies: ["SecProxyConfig"]),
+        .testTarget(name: "SecProxyConfigTests", dependencies: ["SecProxyConfig"], exclude: ["Golden"]),
         .testTarget(
             name: "SecProxyTLSTests",
             dependencies: [

@@ -36,6 +36,9 @@ public final class Daemon: @unchecked Sendable {
     private var signalSources: [DispatchSourceSignal] = []
     private let exit = DispatchSemaphore(value: 0)
     private var exitCode: Int32 = ExitCode.success
+    private let notifier = SystemdNotifier()
+    private var timers: [DispatchSourceTimer] = []
+    private var lastStatusCount = -1
 
     private init(path: String, prepared: PreparedConfiguration, logger: Logger, logSettings: LineLogHandler.Settings) {
         self.path = path
@@ -92,6 +95,9 @@ public final class Daemon: @unchecked Sendable {
                 }
             }
             logger.info("ready", metadata: ["listeners": "\(listeners.count)"])
+            lastStatusCount = tracker.count
+            notifier.notify("READY=1\nSTATUS=\(lastStatusCount) connections open")
+            startNotifyTimers()
             return true
         }
         if !started {
@@ -103,6 +109,32 @@ public final class Daemon: @unchecked Sendable {
         try? group.syncShutdownGracefully()
         logger.info("stopped")
         return exitCode
+    }
+
+    /// `STATUS=` at most once per second when the count changed, and `WATCHDOG=1` every half `WATCHDOG_USEC`.
+    private func startNotifyTimers() {
+        guard notifier.isEnabled else { return }
+        let status = DispatchSource.makeTimerSource(queue: control)
+        status.schedule(deadline: .now() + 1, repeating: 1)
+        status.setEventHandler { [weak self] in
+            guard let self, !self.stopping else { return }
+            let count = self.tracker.count
+            if count != self.lastStatusCount {
+                self.lastStatusCount = count
+                self.notifier.notify("STATUS=\(count) connections open")
+            }
+        }
+        status.resume()
+        timers.append(status)
+        if let interval = notifier.watchdogInterval {
+            let (seconds, attoseconds) = interval.components
+            let nanoseconds = Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)
+            let watchdog = DispatchSource.makeTimerSource(queue: control)
+            watchdog.schedule(deadline: .now(), repeating: .nanoseconds(max(nanoseconds, 1_000_000)))
+            watchdog.setEventHandler { [notifier] in notifier.notify("WATCHDOG=1") }
+            watchdog.resume()
+            timers.append(watchdog)
+        }
     }
 
     private func handleSignal(_ signalNumber: Int32) {
@@ -159,6 +191,8 @@ public final class Daemon: @unchecked Sendable {
     private func reload() {
         guard !stopping else { return }
         logger.info("reloading configuration")
+        notifier.notify("RELOADING=1\nMONOTONIC_USEC=\(SystemdNotifier.monotonicMicroseconds())")
+        defer { notifier.notify("READY=1\nSTATUS=\(tracker.count) connections open") }
         let result = Preparation.prepare(path: path)
         guard let prepared = result.prepared else {
             for diagnostic in result.diagnostics {
@@ -210,6 +244,7 @@ public final class Daemon: @unchecked Sendable {
         stopping = true
         let drain = TimeAmount(current.configuration.server.drainTimeout)
         logger.info("stopping", metadata: ["open_connections": "\(tracker.count)"])
+        notifier.notify("STOPPING=1")
         closeListeners()
         let loop = group.next()
         let drained = tracker.waitUntilEmpty(on: loop)
