@@ -49,7 +49,16 @@ public final class Daemon: @unchecked Sendable {
         self.group = MultiThreadedEventLoopGroup(
             numberOfThreads: server.workers == 0 ? System.coreCount : server.workers
         )
-        self.tracker = ConnectionTracker(maxConnections: server.maxConnections)
+        self.tracker = ConnectionTracker(maxConnections: server.maxConnections) { [logger] shortened, handshaking in
+            if shortened {
+                logger.warning(
+                    "many connections in TLS handshake; shortening the handshake deadline for new ones",
+                    metadata: ["handshaking": "\(handshaking)", "factor": "1/4"]
+                )
+            } else {
+                logger.notice("handshake deadline back to normal", metadata: ["handshaking": "\(handshaking)"])
+            }
+        }
         self.observer = LoggingObserver(logger: logger)
     }
 

@@ -1,9 +1,17 @@
 import Logging
+import NIOCore
 import SecProxyCore
+import Synchronization
 
 /// Turns data-path events into log lines: exactly one `connection closed` line per connection.
-struct LoggingObserver: ConnectionObserver {
+final class LoggingObserver: ConnectionObserver {
     let logger: Logger
+    /// Lines a client can trigger besides its own connection line are logged at most once per interval.
+    private let acceptFailureLimiter = LogRateLimiter(interval: .seconds(10))
+
+    init(logger: Logger) {
+        self.logger = logger
+    }
 
     func connectionClosed(_ summary: ConnectionSummary) {
         guard logger.logLevel <= .info else { return }
@@ -27,6 +35,17 @@ struct LoggingObserver: ConnectionObserver {
         logger.info("connection closed", metadata: metadata)
     }
 
+    func acceptFailed(listener: String, error: IOError, backoff: TimeAmount) {
+        guard let suppressed = acceptFailureLimiter.shouldLog() else { return }
+        logger.error(
+            "accept failed; pausing accepts",
+            metadata: [
+                "listener": .string(listener), "error": "\(error)",
+                "backoff_ms": "\(backoff.nanoseconds / 1_000_000)", "suppressed": "\(suppressed)",
+            ]
+        )
+    }
+
     func handshakeCompleted(listener: String, tlsVersion: String, resumed: Bool, seconds: Double) {}
 
     func backendConnectFailed(listener: String, backend: String, error: any Error) {
@@ -34,5 +53,29 @@ struct LoggingObserver: ConnectionObserver {
             "backend connect failed",
             metadata: ["listener": .string(listener), "backend": .string(backend), "error": "\(error)"]
         )
+    }
+}
+
+/// Lets a line through at most once per `interval`; counts the ones held back.
+final class LogRateLimiter: Sendable {
+    private let intervalNanoseconds: Int64
+    private let lastLogged = Atomic<Int64>(Int64.min / 2)
+    private let suppressed = Atomic<Int>(0)
+
+    init(interval: TimeAmount) {
+        self.intervalNanoseconds = interval.nanoseconds
+    }
+
+    /// The number of lines suppressed since the last one let through, or nil to suppress this one.
+    func shouldLog(now: NIODeadline = .now()) -> Int? {
+        let nowNanoseconds = Int64(now.uptimeNanoseconds)
+        let last = lastLogged.load(ordering: .relaxed)
+        guard nowNanoseconds - last >= intervalNanoseconds,
+            lastLogged.compareExchange(expected: last, desired: nowNanoseconds, ordering: .relaxed).exchanged
+        else {
+            suppressed.wrappingAdd(1, ordering: .relaxed)
+            return nil
+        }
+        return suppressed.exchange(0, ordering: .relaxed)
     }
 }

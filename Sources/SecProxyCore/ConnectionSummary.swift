@@ -1,3 +1,5 @@
+import NIOCore
+
 /// Everything known about one client connection when it ends: the fields of its log line.
 public struct ConnectionSummary: Sendable {
     public var listener: String
@@ -51,4 +53,6 @@ public protocol ConnectionObserver: Sendable {
     func handshakeCompleted(listener: String, tlsVersion: String, resumed: Bool, seconds: Double)
     /// A connect to `backend` failed (refused, timed out, unreachable).
     func backendConnectFailed(listener: String, backend: String, error: any Error)
+    /// `accept()` failed (EMFILE, ENFILE, ...); accepting pauses for `backoff` and resumes by itself.
+    func acceptFailed(listener: String, error: IOError, backoff: TimeAmount)
 }

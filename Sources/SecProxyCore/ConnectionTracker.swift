@@ -1,5 +1,6 @@
 import NIOConcurrencyHelpers
 import NIOCore
+import Synchronization
 
 /// Counts open client connections for the whole process (`max_connections`) and lets a stop
 /// wait for them to drain, then close the stragglers.
@@ -13,14 +14,62 @@ public final class ConnectionTracker: Sendable {
 
     private let state = NIOLockedValueBox(State())
     private let limit: NIOLockedValueBox<Int>
+    private let handshaking = Atomic<Int>(0)
+    private let underPressure = Atomic<Bool>(false)
+    private let pressureObserver: (@Sendable (_ shortened: Bool, _ handshaking: Int) -> Void)?
 
-    public init(maxConnections: Int) {
+    /// - Parameters:
+    ///   - maxConnections: the process-wide limit.
+    ///   - pressureObserver: told when the handshake deadline starts and stops being shortened.
+    public init(
+        maxConnections: Int, pressureObserver: (@Sendable (_ shortened: Bool, _ handshaking: Int) -> Void)? = nil
+    ) {
         self.limit = NIOLockedValueBox(maxConnections)
+        self.pressureObserver = pressureObserver
     }
 
     /// Changes the limit for new connections (reload).
     public func setMaxConnections(_ value: Int) {
         limit.withLockedValue { $0 = value }
+    }
+
+    /// Connections still in their TLS handshake above which new ones get a shortened deadline.
+    public var handshakePressureThreshold: Int {
+        max(1, limit.withLockedValue { $0 } / Self.pressureDivisor)
+    }
+
+    /// A quarter of `max_connections` (the adaptive rule of README "Protection against abusive clients").
+    static let pressureDivisor = 4
+    /// Under pressure, new handshakes get this fraction of `handshake_timeout`.
+    static let pressureDeadlineDivisor: Int64 = 4
+
+    /// A handshake starts; returns the deadline it gets: `timeout`, or a quarter of it once more than
+    /// `handshakePressureThreshold` handshakes are in progress (until they fall to half the threshold).
+    /// Never longer than `timeout`.
+    func handshakeStarted(timeout: TimeAmount) -> TimeAmount {
+        let count = handshaking.wrappingAdd(1, ordering: .relaxed).newValue
+        if count > handshakePressureThreshold,
+            underPressure.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged
+        {
+            pressureObserver?(true, count)
+        }
+        guard underPressure.load(ordering: .relaxed) else { return timeout }
+        return .nanoseconds(timeout.nanoseconds / Self.pressureDeadlineDivisor)
+    }
+
+    /// A handshake finished or its connection closed.
+    func handshakeEnded() {
+        let count = handshaking.wrappingSubtract(1, ordering: .relaxed).newValue
+        if count <= handshakePressureThreshold / 2, underPressure.load(ordering: .relaxed),
+            underPressure.compareExchange(expected: true, desired: false, ordering: .relaxed).exchanged
+        {
+            pressureObserver?(false, count)
+        }
+    }
+
+    /// Connections in their TLS handshake now.
+    public var handshakesInProgress: Int {
+        handshaking.load(ordering: .relaxed)
     }
 
     /// Number of connections open now.

@@ -44,6 +44,10 @@ public final class ListenerRuntime: Sendable {
     public let halfCloseTimeout: TimeAmount
     public let connectTimeout: TimeAmount
     public let bufferSize: Int
+    /// Concurrent connections per client (IPv4 address, IPv6 /64); 0 = unlimited.
+    public let maxConnectionsPerIP: Int
+    /// New connections per second per client; 0 = unlimited.
+    public let maxNewConnectionsPerIP: Int
 
     public init(configuration: ListenerConfiguration, tlsContext: TLSServerContext?, balancer: RoundRobinBalancer) {
         self.name = configuration.name
@@ -57,6 +61,8 @@ public final class ListenerRuntime: Sendable {
         self.halfCloseTimeout = TimeAmount(settings.halfCloseTimeout)
         self.connectTimeout = TimeAmount(settings.connectTimeout)
         self.bufferSize = settings.bufferSize
+        self.maxConnectionsPerIP = settings.maxConnectionsPerIP
+        self.maxNewConnectionsPerIP = settings.maxNewConnectionsPerIP
     }
 }
 

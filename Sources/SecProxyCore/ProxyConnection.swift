@@ -68,6 +68,12 @@ final class ProxyConnection {
     private var clientNeedsFlush = false
     private var timer: Scheduled<Void>?
 
+    /// Set while this connection counts as "in handshake" for the tracker's adaptive deadline.
+    private var inHandshake = false
+    private var handshakeDeadline: NIODeadline
+    /// Run once when the connection is finished (releases per-client limits).
+    var onFinish: (() -> Void)?
+
     private var connectStart = 0
     private var lastConnectError: (any Error)?
 
@@ -81,6 +87,7 @@ final class ProxyConnection {
         self.acceptedAt = .now()
         self.lastClientActivity = acceptedAt
         self.lastBackendActivity = acceptedAt
+        self.handshakeDeadline = acceptedAt + listener.handshakeTimeout
         self.clientAddress = channel.remoteAddress.map(Self.format) ?? ""
         let eventLoop = channel.eventLoop
         // The tracker calls back on `eventLoop`; the connection outlives it until `finish()`.
@@ -115,8 +122,11 @@ final class ProxyConnection {
         switch listener.mode {
         case .tls:
             phase = .handshaking
-            // An absolute deadline from accept: bytes trickling in do not move it.
-            schedule(at: acceptedAt + listener.handshakeTimeout)
+            // An absolute deadline from accept: bytes trickling in do not move it. Shorter when many
+            // handshakes are in progress (see ConnectionTracker.handshakeStarted).
+            inHandshake = true
+            handshakeDeadline = acceptedAt + tracker.handshakeStarted(timeout: listener.handshakeTimeout)
+            schedule(at: handshakeDeadline)
         case .plain:
             startConnecting()
         }
@@ -124,6 +134,7 @@ final class ProxyConnection {
 
     func handshakeCompleted(_ info: TLSSessionInfo) {
         guard case .handshaking = phase else { return }
+        endHandshake()
         tlsInfo = info
         let elapsed = NIODeadline.now() - acceptedAt
         observer.handshakeCompleted(
@@ -402,6 +413,7 @@ final class ProxyConnection {
         }
         if case .closed = phase { return }
         phase = .closed
+        endHandshake()
         cancelTimer()
         pendingToBackend = []
         client?.close(promise: nil)
@@ -412,6 +424,8 @@ final class ProxyConnection {
         guard !finished, clientInactive, !backendInFlight else { return }
         finished = true
         tracker.remove(handle)
+        onFinish?()
+        onFinish = nil
         let duration = NIODeadline.now() - acceptedAt
         observer.connectionClosed(
             ConnectionSummary(
@@ -435,6 +449,12 @@ final class ProxyConnection {
         backend = nil
     }
 
+    private func endHandshake() {
+        guard inHandshake else { return }
+        inHandshake = false
+        tracker.handshakeEnded()
+    }
+
     private func schedule(at deadline: NIODeadline) {
         timer?.cancel()
         timer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
@@ -452,7 +472,7 @@ final class ProxyConnection {
     private func nextDeadline() -> (NIODeadline, CloseReason)? {
         switch phase {
         case .handshaking:
-            return (acceptedAt + listener.handshakeTimeout, .handshakeTimeout)
+            return (handshakeDeadline, .handshakeTimeout)
         case .connecting, .closed:
             return nil
         case .forwarding:

@@ -11,15 +11,21 @@ public final class ProxyListener: Sendable {
     public let name: String
     private let runtime: NIOLockedValueBox<ListenerRuntime>
     private let channel: Channel
+    /// Per-client counts; kept across reloads.
+    public let limiter: PerIPLimiter
 
     /// The address the socket is bound to (with the real port when the config said 0).
     public var localAddress: SocketAddress? { channel.localAddress }
 
-    private init(name: String, runtime: NIOLockedValueBox<ListenerRuntime>, channel: Channel) {
+    private init(name: String, runtime: NIOLockedValueBox<ListenerRuntime>, channel: Channel, limiter: PerIPLimiter) {
         self.name = name
         self.runtime = runtime
         self.channel = channel
+        self.limiter = limiter
     }
+
+    /// How long accepting pauses after accept() failed for lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM).
+    static let acceptBackoff: TimeAmount = .milliseconds(250)
 
     /// Binds `host:port` and starts accepting.
     /// - Parameters:
@@ -31,8 +37,21 @@ public final class ProxyListener: Sendable {
         observer: any ConnectionObserver
     ) -> EventLoopFuture<ProxyListener> {
         let box = NIOLockedValueBox(runtime)
+        let limiter = PerIPLimiter()
         let bufferSize = runtime.bufferSize
+        let name = runtime.name
         let bootstrap = ServerBootstrap(group: group)
+            .serverChannelInitializer { channel in
+                // Without it, accept() failing with EMFILE would spin on the still-readable socket.
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        AcceptBackoffHandler(shouldForwardIOErrorCaught: false) { error in
+                            observer.acceptFailed(listener: name, error: error, backoff: acceptBackoff)
+                            return acceptBackoff
+                        }
+                    )
+                }
+            }
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
@@ -41,25 +60,49 @@ public final class ProxyListener: Sendable {
             .childChannelInitializer { channel in
                 let runtime = box.withLockedValue { $0 }
                 return channel.eventLoop.makeCompletedFuture {
-                    try Self.setUp(channel: channel, runtime: runtime, tracker: tracker, observer: observer)
+                    try Self.setUp(
+                        channel: channel, runtime: runtime, limiter: limiter, tracker: tracker, observer: observer
+                    )
                 }
             }
         return bootstrap.bind(host: host, port: port).map { channel in
-            ProxyListener(name: runtime.name, runtime: box, channel: channel)
+            ProxyListener(name: runtime.name, runtime: box, channel: channel, limiter: limiter)
         }
     }
 
-    /// Installs the per-connection pipeline, or refuses the connection over `max_connections`.
+    /// Installs the per-connection pipeline, or refuses the connection over `max_connections` or a
+    /// per-client limit (a failed initializer makes NIO close the accepted socket at once: no handshake,
+    /// no backend).
     private static func setUp(
-        channel: Channel, runtime: ListenerRuntime, tracker: ConnectionTracker, observer: any ConnectionObserver
+        channel: Channel, runtime: ListenerRuntime, limiter: PerIPLimiter, tracker: ConnectionTracker,
+        observer: any ConnectionObserver
     ) throws {
+        func refuse(_ reason: CloseReason) -> ConnectionRefused {
+            observer.connectionClosed(
+                ProxyConnection.rejectedSummary(listener: runtime.name, channel: channel, reason: reason)
+            )
+            return ConnectionRefused()
+        }
         let connection = ProxyConnection(listener: runtime, tracker: tracker, observer: observer, channel: channel)
         guard tracker.admit(connection.handle) else {
-            observer.connectionClosed(
-                ProxyConnection.rejectedSummary(listener: runtime.name, channel: channel, reason: .maxConnections)
+            throw refuse(.maxConnections)
+        }
+        if runtime.maxConnectionsPerIP > 0 || runtime.maxNewConnectionsPerIP > 0,
+            let address = channel.remoteAddress, let key = PerIPLimiter.Key(address)
+        {
+            let decision = limiter.admit(
+                key, maxConcurrent: runtime.maxConnectionsPerIP, maxPerSecond: runtime.maxNewConnectionsPerIP
             )
-            // A failed initializer makes NIO close the accepted socket at once.
-            throw ConnectionRefused()
+            switch decision {
+            case .admitted:
+                connection.onFinish = { limiter.release(key) }
+            case .overConcurrent:
+                tracker.remove(connection.handle)
+                throw refuse(.perIPLimit)
+            case .overRate:
+                tracker.remove(connection.handle)
+                throw refuse(.rateLimited)
+            }
         }
         let pipeline = channel.pipeline.syncOperations
         if let tlsContext = runtime.tlsContext {
