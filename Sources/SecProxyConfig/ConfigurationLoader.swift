@@ -13,11 +13,21 @@ public enum ConfigurationLoader {
     }
 
     /// Parses and checks `text` as the contents of the file at `path`.
+    ///
+    /// Syntax problems do not stop the checks: whatever the parser could read is checked too, so that one run
+    /// reports everything.
     /// - Parameters:
     ///   - text: the file's contents.
     ///   - path: the path as the user gave it (used verbatim in diagnostics).
     ///   - directory: absolute folder against which relative paths are resolved.
     public static func load(text: String, path: String, directory: String) -> Result {
-        fatalError("TODO")
+        let document = TOMLParser.parse(text)
+        var reader = ConfigurationReader(path: path, directory: directory)
+        for problem in document.problems {
+            reader.error(problem.message, at: problem.location)
+        }
+        let configuration = reader.read(document.root)
+        let diagnostics = reader.diagnostics.sortedByLocation()
+        return Result(configuration: diagnostics.containsErrors ? nil : configuration, diagnostics: diagnostics)
     }
 }
