@@ -1,0 +1,164 @@
+import COpenSSL
+import CSecProxyOpenSSL
+
+/// Owns one `SSL_CTX`. Configured once while building a context, read-only afterwards.
+final class SSLContextBox: @unchecked Sendable {
+    let ctx: OpaquePointer
+
+    init(server: Bool) throws {
+        ERR_clear_error()
+        guard let ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method()) else {
+            throw TLSError.drainingErrorQueue(operation: "SSL_CTX_new", fallback: "cannot create SSL_CTX")
+        }
+        self.ctx = ctx
+    }
+
+    deinit {
+        SSL_CTX_free(self.ctx)
+    }
+
+    /// Settings every secproxy context carries, server or client.
+    ///
+    /// - Parameters:
+    ///   - noTickets: set `SSL_OP_NO_TICKET`.
+    ///   - cipherList: TLS 1.2 list; "" = `defaultCipherList`.
+    ///   - cipherSuites: TLS 1.3 suites; "" = OpenSSL default.
+    ///   - groups: "" = OpenSSL default.
+    func applyCommonSettings(
+        noTickets: Bool,
+        minimumVersion: TLSProtocolVersion,
+        maximumVersion: TLSProtocolVersion,
+        cipherList: String,
+        cipherSuites: String,
+        groups: String
+    ) throws {
+        ERR_clear_error()
+        csp_ssl_ctx_set_secure_options(self.ctx, noTickets ? 1 : 0)
+        _ = csp_ssl_ctx_set_mode_release_buffers(self.ctx)
+
+        guard minimumVersion.rank <= maximumVersion.rank else {
+            throw TLSError.own(
+                "minimum version \(minimumVersion) is above maximum version \(maximumVersion)"
+            )
+        }
+        guard csp_ssl_ctx_set_min_proto_version(self.ctx, minimumVersion.openSSLValue) == 1,
+            csp_ssl_ctx_set_max_proto_version(self.ctx, maximumVersion.openSSLValue) == 1
+        else {
+            throw TLSError.drainingErrorQueue(
+                operation: "setting protocol versions",
+                prefix: "protocol versions: ",
+                fallback: "rejected"
+            )
+        }
+
+        let list = cipherList.isEmpty ? TLSDefaults.cipherList : cipherList
+        guard SSL_CTX_set_cipher_list(self.ctx, list) == 1 else {
+            throw TLSError.drainingErrorQueue(
+                operation: "SSL_CTX_set_cipher_list(\(list))",
+                prefix: "cipher list: ",
+                fallback: "rejected"
+            )
+        }
+        if !cipherSuites.isEmpty {
+            guard SSL_CTX_set_ciphersuites(self.ctx, cipherSuites) == 1 else {
+                throw TLSError.drainingErrorQueue(
+                    operation: "SSL_CTX_set_ciphersuites(\(cipherSuites))",
+                    prefix: "cipher suites: ",
+                    fallback: "rejected"
+                )
+            }
+        }
+        if !groups.isEmpty {
+            guard csp_ssl_ctx_set1_groups_list(self.ctx, groups) == 1 else {
+                throw TLSError.drainingErrorQueue(
+                    operation: "SSL_CTX_set1_groups_list(\(groups))",
+                    prefix: "groups: ",
+                    fallback: "rejected"
+                )
+            }
+        }
+    }
+
+    /// Installs a certificate chain (leaf first) and its key, after checking they belong together.
+    func useCertificate(chain: [TLSCertificate], key: TLSPrivateKey, origin: String) throws {
+        guard let leaf = chain.first else {
+            throw TLSError.own("no certificate found", detail: origin)
+        }
+        guard key.matches(leaf) else {
+            throw TLSError.own("private key does not match the certificate", detail: origin)
+        }
+        ERR_clear_error()
+        guard SSL_CTX_use_certificate(self.ctx, leaf.x509) == 1 else {
+            throw TLSError.drainingErrorQueue(
+                operation: "SSL_CTX_use_certificate(\(origin))",
+                prefix: "certificate: ",
+                fallback: "rejected"
+            )
+        }
+        for intermediate in chain.dropFirst() {
+            guard csp_ssl_ctx_add1_chain_cert(self.ctx, intermediate.x509) == 1 else {
+                throw TLSError.drainingErrorQueue(
+                    operation: "SSL_CTX_add1_chain_cert(\(origin))",
+                    prefix: "certificate chain: ",
+                    fallback: "rejected"
+                )
+            }
+        }
+        guard SSL_CTX_use_PrivateKey(self.ctx, key.pkey) == 1, SSL_CTX_check_private_key(self.ctx) == 1 else {
+            throw TLSError.drainingErrorQueue(
+                operation: "SSL_CTX_use_PrivateKey(\(origin))",
+                prefix: "private key: ",
+                fallback: "rejected"
+            )
+        }
+    }
+
+    /// Verifies peers against the CAs of `caFile`: `SSL_VERIFY_PEER`, plus
+    /// `FAIL_IF_NO_PEER_CERT` when `required`.
+    func verifyPeers(caFile: String, required: Bool, sendCANames: Bool) throws {
+        // Parse first: a precise message for a bad file, and OpenSSL then re-reads what we know is good.
+        _ = try TLSCertificate.loadChain(file: caFile)
+        ERR_clear_error()
+        guard SSL_CTX_load_verify_file(self.ctx, caFile) == 1 else {
+            throw TLSError.drainingErrorQueue(
+                operation: "SSL_CTX_load_verify_file(\(caFile))",
+                prefix: "CA file: ",
+                fallback: "rejected"
+            )
+        }
+        if sendCANames {
+            guard let names = SSL_load_client_CA_file(caFile) else {
+                throw TLSError.drainingErrorQueue(
+                    operation: "SSL_load_client_CA_file(\(caFile))",
+                    prefix: "CA file: ",
+                    fallback: "no CA names"
+                )
+            }
+            SSL_CTX_set_client_CA_list(self.ctx, names)  // takes ownership
+        }
+        var mode = csp_ssl_verify_peer()
+        if required {
+            mode |= csp_ssl_verify_fail_if_no_peer_cert()
+        }
+        SSL_CTX_set_verify(self.ctx, mode, nil)
+    }
+
+    /// Adds every CRL of `crlFile` to the verification store and turns on CRL checks of the leaf.
+    func checkRevocation(crlFile: String) throws {
+        let crls = try TLSCRLFile.load(file: crlFile)
+        guard let store = SSL_CTX_get_cert_store(self.ctx) else {
+            throw TLSError.own("CRL file: context has no certificate store")
+        }
+        for crl in crls.crls {
+            ERR_clear_error()
+            guard X509_STORE_add_crl(store, crl) == 1 else {
+                throw TLSError.drainingErrorQueue(
+                    operation: "X509_STORE_add_crl(\(crlFile))",
+                    prefix: "CRL file: ",
+                    fallback: "rejected"
+                )
+            }
+        }
+        _ = X509_STORE_set_flags(store, csp_x509_v_flag_crl_check())
+    }
+}
