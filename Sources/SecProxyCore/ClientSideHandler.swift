@@ -14,6 +14,14 @@ final class ClientSideHandler: ChannelDuplexHandler {
         self.connection = connection
     }
 
+    func handlerAdded(context: ChannelHandlerContext) {
+        connection.clientAttached(context)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        connection.clientBecameInactive()
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         connection.clientActive(context)
         context.fireChannelActive()

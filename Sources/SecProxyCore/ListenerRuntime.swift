@@ -49,6 +49,20 @@ public final class ListenerRuntime: Sendable {
     /// New connections per second per client; 0 = unlimited.
     public let maxNewConnectionsPerIP: Int
 
+    /// Most bytes one socket read takes: half of `buffer_size`, at most 64 KiB.
+    var readChunk: Int { min(64 * 1024, max(512, bufferSize / 2)) }
+
+    /// Reads stop while the other side holds more than this unsent; with one read of at most `readChunk`
+    /// in flight, at most `buffer_size` bytes per direction are held.
+    var writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark {
+        let high = max(1, bufferSize - readChunk)
+        return .init(low: max(1, high / 2), high: high)
+    }
+
+    var receiveAllocator: AdaptiveRecvByteBufferAllocator {
+        AdaptiveRecvByteBufferAllocator(minimum: 64, initial: min(2048, readChunk), maximum: readChunk)
+    }
+
     public init(configuration: ListenerConfiguration, tlsContext: TLSServerContext?, balancer: RoundRobinBalancer) {
         self.name = configuration.name
         self.mode = configuration.mode

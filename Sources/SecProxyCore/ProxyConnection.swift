@@ -62,11 +62,16 @@ final class ProxyConnection {
     private var halfClosedAt: NIODeadline?
 
     private var pendingToBackend: [ByteBuffer] = []
+    /// Completed once the FIN passed on to that side was preceded by every queued byte.
+    private var clientOutputDone: EventLoopFuture<Void>?
+    private var backendOutputDone: EventLoopFuture<Void>?
     private var clientReadPending = false
     private var backendReadPending = false
     private var backendNeedsFlush = false
     private var clientNeedsFlush = false
     private var timer: Scheduled<Void>?
+    /// Makes a graceful close abrupt after `closeGrace`.
+    private var graceTimer: Scheduled<Void>?
 
     /// Set while this connection counts as "in handshake" for the tracker's adaptive deadline.
     private var inHandshake = false
@@ -93,7 +98,7 @@ final class ProxyConnection {
         // The tracker calls back on `eventLoop`; the connection outlives it until `finish()`.
         var shutdown: () -> Void = {}
         self.handle = ProxyConnectionHandle(eventLoop: eventLoop, onShutdown: { shutdown() })
-        shutdown = { [unowned self] in self.close(.shutdown) }
+        shutdown = { [weak self] in self?.close(.shutdown) }
     }
 
     /// A connection refused before any work (over a limit): only its summary.
@@ -116,6 +121,11 @@ final class ProxyConnection {
     }
 
     // MARK: - Client side
+
+    /// The client handler joined the pipeline (before the channel is active).
+    func clientAttached(_ context: ChannelHandlerContext) {
+        client = context
+    }
 
     func clientActive(_ context: ChannelHandlerContext) {
         client = context
@@ -184,7 +194,10 @@ final class ProxyConnection {
     }
 
     func clientWritabilityChanged() {
-        guard case .forwarding = phase, let client, client.channel.isWritable, backendReadPending else { return }
+        guard case .forwarding = phase, let client, client.channel.isWritable else { return }
+        // The client took data: the backend-to-client direction is moving even while its reads wait.
+        lastBackendActivity = .now()
+        guard backendReadPending else { return }
         backendReadPending = false
         backend?.read()
     }
@@ -220,7 +233,10 @@ final class ProxyConnection {
         }
     }
 
+    /// The client channel closed, or its pipeline was torn down without it ever becoming active
+    /// (a socket reset right after accept fails registration): either way the connection ends here.
     func clientBecameInactive() {
+        guard !clientInactive else { return }
         clientInactive = true
         if firstCloser == nil { firstCloser = .client }
         close(firstCloser?.closeReason ?? .clientClosed)
@@ -249,14 +265,12 @@ final class ProxyConnection {
         let handler = BackendSideHandler(connection: self)
         // The initializer runs on this same event loop.
         let boundHandler = NIOLoopBound(handler, eventLoop: eventLoop)
-        let bufferSize = listener.bufferSize
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(listener.connectTimeout)
             .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(
-                .writeBufferWaterMark,
-                value: .init(low: max(1, bufferSize / 2), high: bufferSize)
-            )
+            .channelOption(.writeBufferWaterMark, value: listener.writeBufferWaterMark)
+            .channelOption(.maxMessagesPerRead, value: 1)
+            .channelOption(.recvAllocator, value: listener.receiveAllocator)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(boundHandler.value)
@@ -275,7 +289,7 @@ final class ProxyConnection {
         future.assumeIsolated().whenComplete { result in
             switch result {
             case .success(let channel):
-                self.backendConnected(channel, handler: handler, target: target)
+                self.backendConnected(channel, handler: handler, target: target, attempt: attempt)
             case .failure(let error):
                 self.backendInFlight = false
                 self.observer.backendConnectFailed(listener: self.listener.name, backend: target.text, error: error)
@@ -289,9 +303,21 @@ final class ProxyConnection {
         }
     }
 
-    private func backendConnected(_ channel: Channel, handler: BackendSideHandler, target: BackendTarget) {
-        guard case .connecting = phase, let context = handler.context else {
+    private func backendConnected(
+        _ channel: Channel, handler: BackendSideHandler, target: BackendTarget, attempt: Int
+    ) {
+        guard case .connecting = phase else {
+            // The client went away while we were dialling: this backend is not wanted. Its events are
+            // ignored (it is not the current backend), so account for it here.
             channel.close(promise: nil)
+            backendInFlight = false
+            finishIfDone()
+            return
+        }
+        guard let context = handler.context else {
+            // Closed between connect and now: count it as a failed attempt.
+            backendInFlight = false
+            connect(attempt: attempt + 1)
             return
         }
         backend = context
@@ -354,7 +380,9 @@ final class ProxyConnection {
     }
 
     func backendWritabilityChanged() {
-        guard case .forwarding = phase, let backend, backend.channel.isWritable, clientReadPending else { return }
+        guard case .forwarding = phase, let backend, backend.channel.isWritable else { return }
+        lastClientActivity = .now()
+        guard clientReadPending else { return }
         clientReadPending = false
         client?.read()
     }
@@ -366,8 +394,9 @@ final class ProxyConnection {
         guard case .forwarding = phase else { return }
         halfClosedAt = .now()
         clientNeedsFlush = false
-        client?.flush()
-        client?.close(mode: .output, promise: nil)
+        if let client {
+            clientOutputDone = passFIN(to: client, inputClosed: clientInputClosed, viaTLS: listener.mode == .tls)
+        }
         closeIfBothDone()
     }
 
@@ -392,20 +421,50 @@ final class ProxyConnection {
     private func forwardClientFIN() {
         halfClosedAt = .now()
         backendNeedsFlush = false
-        backend?.flush()
-        backend?.close(mode: .output, promise: nil)
+        if let backend {
+            backendOutputDone = passFIN(to: backend, inputClosed: backendInputClosed, viaTLS: false)
+        }
         closeIfBothDone()
     }
 
-    private func closeIfBothDone() {
-        if clientInputClosed && backendInputClosed {
-            close(firstCloser?.closeReason ?? .clientClosed)
+    /// Passes a FIN on to `context`'s channel once everything queued for it is written; completes then.
+    ///
+    /// NIO turns `close(mode: .output)` on a socket whose input already ended into a full close that
+    /// drops queued writes, so in that case only wait for the writes (an empty write completes after
+    /// every earlier one); the full close follows from `closeIfBothDone`. The TLS handler always waits
+    /// for its queued data and close_notify before it passes the close down.
+    private func passFIN(to context: ChannelHandlerContext, inputClosed: Bool, viaTLS: Bool) -> EventLoopFuture<Void> {
+        let done = eventLoop.makePromise(of: Void.self)
+        if inputClosed && !viaTLS {
+            context.writeAndFlush(NIOAny(context.channel.allocator.buffer(capacity: 0)), promise: done)
         } else {
-            rearmTimer()
+            context.flush()
+            context.close(mode: .output, promise: done)
+        }
+        return done.futureResult
+    }
+
+    /// Once both sides sent their FIN and both FINs were passed on, closes the pair. Meanwhile the
+    /// idle and half-close deadlines bound a peer that stops reading.
+    private func closeIfBothDone() {
+        rearmTimer()
+        guard clientInputClosed, backendInputClosed, let clientOutputDone, let backendOutputDone else { return }
+        let reason = firstCloser?.closeReason ?? .clientClosed
+        clientOutputDone.and(backendOutputDone).assumeIsolated().whenComplete { _ in
+            self.close(reason)
         }
     }
 
+    /// Reasons after which the peers get no more bytes: close at once, without waiting for queued data.
+    private static let abortReasons: Set<CloseReason> = [.idleTimeout, .handshakeTimeout, .shutdown]
+    /// How long a graceful close may wait for queued bytes and close_notify before it is made abrupt.
+    static let closeGrace: TimeAmount = .seconds(5)
+
     /// Closes both channels; the first reason given wins.
+    ///
+    /// The TLS handler's close waits for queued data and close_notify, which a peer that stopped reading
+    /// would hold forever; a second close is immediate. So: at once for timeouts and shutdown, else
+    /// after `closeGrace`.
     func close(_ reason: CloseReason, detail: String? = nil) {
         if self.reason == nil {
             self.reason = reason
@@ -418,11 +477,22 @@ final class ProxyConnection {
         pendingToBackend = []
         client?.close(promise: nil)
         backend?.close(promise: nil)
+        if Self.abortReasons.contains(reason) {
+            client?.close(promise: nil)
+        } else if client != nil {
+            graceTimer = eventLoop.assumeIsolated().scheduleTask(in: Self.closeGrace) { [weak self] in
+                self?.graceTimer = nil
+                self?.client?.close(promise: nil)
+            }
+        }
     }
 
     private func finishIfDone() {
         guard !finished, clientInactive, !backendInFlight else { return }
         finished = true
+        cancelTimer()
+        graceTimer?.cancel()
+        graceTimer = nil
         tracker.remove(handle)
         onFinish?()
         onFinish = nil

@@ -38,7 +38,6 @@ public final class ProxyListener: Sendable {
     ) -> EventLoopFuture<ProxyListener> {
         let box = NIOLockedValueBox(runtime)
         let limiter = PerIPLimiter()
-        let bufferSize = runtime.bufferSize
         let name = runtime.name
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelInitializer { channel in
@@ -56,7 +55,7 @@ public final class ProxyListener: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.writeBufferWaterMark, value: .init(low: max(1, bufferSize / 2), high: bufferSize))
+            .childChannelOption(.maxMessagesPerRead, value: 1)
             .childChannelInitializer { channel in
                 let runtime = box.withLockedValue { $0 }
                 return channel.eventLoop.makeCompletedFuture {
@@ -104,11 +103,23 @@ public final class ProxyListener: Sendable {
                 throw refuse(.rateLimited)
             }
         }
-        let pipeline = channel.pipeline.syncOperations
-        if let tlsContext = runtime.tlsContext {
-            try pipeline.addHandler(TLSHandler(context: tlsContext))
+        do {
+            // Per connection, so that a reload's buffer_size applies to new connections.
+            if let options = channel.syncOptions {
+                try options.setOption(.writeBufferWaterMark, value: runtime.writeBufferWaterMark)
+                try options.setOption(.recvAllocator, value: runtime.receiveAllocator)
+            }
+            let pipeline = channel.pipeline.syncOperations
+            if let tlsContext = runtime.tlsContext {
+                try pipeline.addHandler(TLSHandler(context: tlsContext))
+            }
+            try pipeline.addHandler(ClientSideHandler(connection: connection))
+        } catch {
+            // The handlers never saw the channel: end the connection's accounting here.
+            connection.close(.error, detail: "\(error)")
+            connection.clientBecameInactive()
+            throw error
         }
-        try pipeline.addHandler(ClientSideHandler(connection: connection))
     }
 
     /// Makes new connections use `runtime` (reload); open ones keep theirs.
