@@ -248,6 +248,9 @@ public final class Daemon: @unchecked Sendable {
 
     // MARK: - Stop
 
+    /// After the drain timeout closed every connection, how long to wait for them to report their end.
+    static let closeGrace: TimeAmount = .seconds(3)
+
     private func stop() {
         guard !stopping else { return }
         stopping = true
@@ -257,9 +260,16 @@ public final class Daemon: @unchecked Sendable {
         closeListeners()
         let loop = group.next()
         let drained = tracker.waitUntilEmpty(on: loop)
-        let timeout = loop.scheduleTask(in: drain) { [tracker, logger] in
+        let timeout = loop.scheduleTask(in: drain) { [tracker, logger, exit] in
             logger.info("drain timeout reached; closing open connections", metadata: ["open_connections": "\(tracker.count)"])
             tracker.closeAll()
+            // Closing is immediate; should a connection still not report its end, stop anyway.
+            loop.scheduleTask(in: Self.closeGrace) {
+                if tracker.count > 0 {
+                    logger.warning("connections did not close in time; exiting", metadata: ["open_connections": "\(tracker.count)"])
+                    exit.signal()
+                }
+            }
         }
         drained.whenComplete { [exit] _ in
             timeout.cancel()
