@@ -1,2 +1,0 @@
-import XCTest
-final class SecProxyCLITestsPlaceholder: XCTestCase { func testNothing() {} }

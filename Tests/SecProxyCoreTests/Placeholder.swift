@@ -1,2 +1,0 @@
-import XCTest
-final class SecProxyCoreTestsPlaceholder: XCTestCase { func testNothing() {} }
