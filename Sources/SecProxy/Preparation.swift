@@ -59,10 +59,11 @@ public enum Preparation {
         var checker = FileChecker(path: path, now: now)
         var contexts: [String: TLSServerContext] = [:]
         for listener in configuration.listeners {
+            checker.checkUnsupported(listener)
             guard listener.mode == .tls, let tls = listener.tls else { continue }
             checker.check(tls: tls, listener: listener.name)
-            checker.checkUnsupported(listener)
         }
+        checker.checkUnsupported(configuration.server, admin: configuration.admin)
         var diagnostics = loaded.diagnostics + checker.diagnostics
         if !diagnostics.containsErrors {
             for listener in configuration.listeners {
@@ -206,9 +207,67 @@ struct FileChecker {
         }
     }
 
-    /// Errors for keys whose feature this build does not implement yet, where ignoring them would be unsafe.
+    /// Keys whose feature this build does not implement yet: an error where ignoring the key would change
+    /// what the backend receives or who may connect, a warning where the proxy works without it.
     mutating func checkUnsupported(_ listener: ListenerConfiguration) {
-        _ = listener
+        let name = listener.name
+        if listener.proxyProtocol != .off {
+            diagnostics.append(
+                .error("proxy_protocol = \"\(listener.proxyProtocol.rawValue)\" is not supported yet (listener '\(name)')",
+                       at: listener.location, file: path)
+            )
+        }
+        if listener.acceptProxyProtocol {
+            diagnostics.append(
+                .error("accept_proxy_protocol is not supported yet (listener '\(name)')", at: listener.location, file: path)
+            )
+        }
+        if let backendTLS = listener.backendTLS {
+            diagnostics.append(
+                .error("[listener.backend_tls] is not supported yet (listener '\(name)')", at: backendTLS.location, file: path)
+            )
+        }
+        if let healthCheck = listener.healthCheck {
+            diagnostics.append(
+                .warning(
+                    "[listener.health_check] is not supported yet and is ignored: backends are tried in turn, a failed connect moves to the next",
+                    at: healthCheck.location, file: path
+                )
+            )
+        }
+        if listener.balance != .roundRobin {
+            diagnostics.append(
+                .warning("balance = \"\(listener.balance.rawValue)\" is not supported yet; round_robin is used (listener '\(name)')",
+                         at: listener.location, file: path)
+            )
+        }
+        if let tls = listener.tls {
+            if let ticketKeys = tls.ticketKeyFile {
+                diagnostics.append(
+                    .warning("ticket_key_file is not supported yet and is ignored: each process uses its own random ticket key",
+                             at: ticketKeys.location, file: path)
+                )
+            }
+            if let ocsp = tls.ocspResponse {
+                diagnostics.append(
+                    .warning("ocsp_response is not supported yet and is ignored: no OCSP response is stapled",
+                             at: ocsp.location, file: path)
+                )
+            }
+        }
+    }
+
+    mutating func checkUnsupported(_ server: ServerSettings, admin: AdminSettings?) {
+        if admin != nil {
+            diagnostics.append(
+                .warning("[admin] is not supported yet and is ignored: no /metrics or /healthz endpoint", at: nil, file: path)
+            )
+        }
+        if server.watchFiles {
+            diagnostics.append(
+                .warning("watch_files is not supported yet and is ignored: reload with SIGHUP", at: nil, file: path)
+            )
+        }
     }
 
     private mutating func checkPair(cert: FileReference, key: FileReference, listener: String) {

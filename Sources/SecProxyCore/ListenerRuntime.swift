@@ -29,6 +29,12 @@ public struct BackendTarget: Sendable {
     }
 }
 
+/// Backends and their shared rotation.
+public struct BackendPool: Sendable {
+    public let backends: [BackendTarget]
+    public let balancer: RoundRobinBalancer
+}
+
 /// The immutable settings one listener's new connections run with.
 ///
 /// A reload builds a new `ListenerRuntime`; connections keep the one they were accepted with.
@@ -44,6 +50,10 @@ public final class ListenerRuntime: Sendable {
     public let halfCloseTimeout: TimeAmount
     public let connectTimeout: TimeAmount
     public let bufferSize: Int
+    /// `[[listener.route]]`: SNI pattern (lowercased; exact or "*.suffix") → pool, in file order.
+    let routes: [(pattern: String, pool: BackendPool)]
+    /// `allowed_clients`; empty = any client certificate the TLS layer accepted.
+    let allowedClients: [ClientMatcher]
     /// Concurrent connections per client (IPv4 address, IPv6 /64); 0 = unlimited.
     public let maxConnectionsPerIP: Int
     /// New connections per second per client; 0 = unlimited.
@@ -75,6 +85,10 @@ public final class ListenerRuntime: Sendable {
         self.halfCloseTimeout = TimeAmount(settings.halfCloseTimeout)
         self.connectTimeout = TimeAmount(settings.connectTimeout)
         self.bufferSize = settings.bufferSize
+        self.routes = configuration.routes.map { route in
+            (route.sni.lowercased(), BackendPool(backends: route.backends.map(BackendTarget.init), balancer: RoundRobinBalancer()))
+        }
+        self.allowedClients = configuration.tls?.allowedClients ?? []
         self.maxConnectionsPerIP = settings.maxConnectionsPerIP
         self.maxNewConnectionsPerIP = settings.maxNewConnectionsPerIP
     }
@@ -85,5 +99,36 @@ extension TimeAmount {
     init(_ duration: Duration) {
         let (seconds, attoseconds) = duration.components
         self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}
+
+extension ListenerRuntime {
+    /// The pool for a connection: an exact route for its SNI, else a wildcard route matching exactly one
+    /// label, else the listener's backends.
+    func pool(forServerName serverName: String?) -> BackendPool {
+        if !routes.isEmpty, let name = serverName?.lowercased() {
+            if let exact = routes.first(where: { $0.pattern == name }) { return exact.pool }
+            if let dot = name.firstIndex(of: "."), dot != name.startIndex {
+                let wildcard = "*" + name[dot...]
+                if let match = routes.first(where: { $0.pattern == wildcard }) { return match.pool }
+            }
+        }
+        return BackendPool(backends: backends, balancer: balancer)
+    }
+
+    /// Whether `allowed_clients` lets this client certificate through.
+    func allows(_ certificate: TLSPeerCertificateInfo?) -> Bool {
+        guard !allowedClients.isEmpty else { return true }
+        guard let certificate else { return false }
+        return allowedClients.contains { matcher in
+            switch matcher {
+            case .commonName(let name):
+                return certificate.commonName == name
+            case .dnsName(let name):
+                return certificate.dnsNames.contains { $0.lowercased() == name.lowercased() }
+            case .uri(let uri):
+                return certificate.uris.contains(uri)
+            }
+        }
     }
 }

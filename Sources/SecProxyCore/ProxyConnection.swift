@@ -79,6 +79,8 @@ final class ProxyConnection {
     /// Run once when the connection is finished (releases per-client limits).
     var onFinish: (() -> Void)?
 
+    /// The backends this connection dials: the listener's, or a route's chosen by SNI.
+    private var targets: [BackendTarget] = []
     private var connectStart = 0
     private var lastConnectError: (any Error)?
 
@@ -146,6 +148,11 @@ final class ProxyConnection {
         guard case .handshaking = phase else { return }
         endHandshake()
         tlsInfo = info
+        guard listener.allows(info.peerCertificate) else {
+            // allowed_clients: refused before any backend is contacted.
+            close(.handshakeFailed, detail: "client certificate not allowed")
+            return
+        }
         let elapsed = NIODeadline.now() - acceptedAt
         observer.handshakeCompleted(
             listener: listener.name, tlsVersion: info.version, resumed: info.resumed,
@@ -248,12 +255,14 @@ final class ProxyConnection {
     private func startConnecting() {
         phase = .connecting
         cancelTimer()
-        connectStart = listener.balancer.start(count: listener.backends.count)
+        let pool = listener.pool(forServerName: tlsInfo?.serverName)
+        targets = pool.backends
+        connectStart = pool.balancer.start(count: targets.count)
         connect(attempt: 0)
     }
 
     private func connect(attempt: Int) {
-        guard attempt < listener.backends.count else {
+        guard attempt < targets.count else {
             if case .connectTimeout = lastConnectError as? ChannelError {
                 close(.connectTimeout)
             } else {
@@ -261,7 +270,7 @@ final class ProxyConnection {
             }
             return
         }
-        let target = listener.backends[(connectStart + attempt) % listener.backends.count]
+        let target = targets[(connectStart + attempt) % targets.count]
         let handler = BackendSideHandler(connection: self)
         // The initializer runs on this same event loop.
         let boundHandler = NIOLoopBound(handler, eventLoop: eventLoop)
