@@ -41,12 +41,10 @@ public final class ProxyListener: Sendable {
         let name = runtime.name
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelInitializer { channel in
-                // Without it, accept() failing with EMFILE would spin on the still-readable socket.
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        AcceptBackoffHandler(shouldForwardIOErrorCaught: false) { error in
+                        AcceptPauseHandler(pause: acceptBackoff) { error in
                             observer.acceptFailed(listener: name, error: error, backoff: acceptBackoff)
-                            return acceptBackoff
                         }
                     )
                 }
@@ -134,3 +132,48 @@ public final class ProxyListener: Sendable {
 }
 
 struct ConnectionRefused: Error {}
+
+/// Pauses accepting for a while when `accept()` fails for lack of resources (EMFILE, ENFILE, ENOBUFS,
+/// ENOMEM), instead of spinning on the listening socket, which stays readable.
+///
+/// NIO's `AcceptBackoffHandler` does not help here: after a failed accept NIO keeps its read pending and
+/// never asks the pipeline for the next read, so the level-triggered socket fires again at once.
+/// Turning `autoRead` off unregisters the socket for reading; turning it back on re-registers it.
+final class AcceptPauseHandler: ChannelInboundHandler {
+    typealias InboundIn = Channel
+    typealias InboundOut = Channel
+
+    private let pause: TimeAmount
+    private let onPause: (IOError) -> Void
+    private var resume: Scheduled<Void>?
+
+    init(pause: TimeAmount, onPause: @escaping (IOError) -> Void) {
+        self.pause = pause
+        self.onPause = onPause
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let ioError = error as? IOError,
+            [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(ioError.errnoCode)
+        else {
+            context.fireErrorCaught(error)
+            return
+        }
+        guard resume == nil else { return }
+        onPause(ioError)
+        let channel = context.channel
+        channel.setOption(.autoRead, value: false).whenComplete { _ in }
+        resume = context.eventLoop.assumeIsolated().scheduleTask(in: pause) { [weak self] in
+            self?.resume = nil
+            channel.setOption(.autoRead, value: true).whenComplete { _ in }
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        resume?.cancel()
+        resume = nil
+    }
+}
+
+@available(*, unavailable)
+extension AcceptPauseHandler: Sendable {}
