@@ -211,17 +211,6 @@ struct FileChecker {
     /// what the backend receives or who may connect, a warning where the proxy works without it.
     mutating func checkUnsupported(_ listener: ListenerConfiguration) {
         let name = listener.name
-        if listener.proxyProtocol != .off {
-            diagnostics.append(
-                .error("proxy_protocol = \"\(listener.proxyProtocol.rawValue)\" is not supported yet (listener '\(name)')",
-                       at: listener.location, file: path)
-            )
-        }
-        if listener.acceptProxyProtocol {
-            diagnostics.append(
-                .error("accept_proxy_protocol is not supported yet (listener '\(name)')", at: listener.location, file: path)
-            )
-        }
         if let backendTLS = listener.backendTLS {
             diagnostics.append(
                 .error("[listener.backend_tls] is not supported yet (listener '\(name)')", at: backendTLS.location, file: path)

@@ -41,6 +41,8 @@ final class ClientSideHandler: ChannelDuplexHandler {
             connection.handshakeCompleted(info)
         case ChannelEvent.inputClosed:
             connection.clientInputClosed(context)
+        case ProxyProtocolEvent.received(let header):
+            connection.proxyHeaderReceived(header)
         default:
             context.fireUserInboundEventTriggered(event)
         }

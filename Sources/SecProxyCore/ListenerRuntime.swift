@@ -52,6 +52,10 @@ public final class ListenerRuntime: Sendable {
     public let bufferSize: Int
     /// `[[listener.route]]`: SNI pattern (lowercased; exact or "*.suffix") → pool, in file order.
     let routes: [(pattern: String, pool: BackendPool)]
+    /// PROXY header sent to the backend.
+    public let proxyProtocol: ProxyProtocolVersion
+    /// Expect a PROXY header from the client.
+    public let acceptProxyProtocol: Bool
     /// `allowed_clients`; empty = any client certificate the TLS layer accepted.
     let allowedClients: [ClientMatcher]
     /// Concurrent connections per client (IPv4 address, IPv6 /64); 0 = unlimited.
@@ -89,6 +93,8 @@ public final class ListenerRuntime: Sendable {
             (route.sni.lowercased(), BackendPool(backends: route.backends.map(BackendTarget.init), balancer: RoundRobinBalancer()))
         }
         self.allowedClients = configuration.tls?.allowedClients ?? []
+        self.proxyProtocol = configuration.proxyProtocol
+        self.acceptProxyProtocol = configuration.acceptProxyProtocol
         self.maxConnectionsPerIP = settings.maxConnectionsPerIP
         self.maxNewConnectionsPerIP = settings.maxNewConnectionsPerIP
     }

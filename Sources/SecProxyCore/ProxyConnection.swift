@@ -32,7 +32,14 @@ final class ProxyConnection {
     private let observer: any ConnectionObserver
     private let eventLoop: EventLoop
     private let acceptedAt: NIODeadline
-    private let clientAddress: String
+    /// `IP:PORT` of the client: the socket's peer, or the address a PROXY header carried.
+    private var clientAddress: String
+    /// The client and the address it connected to, for the PROXY header sent to the backend.
+    private var clientSocketAddress: SocketAddress?
+    private var localSocketAddress: SocketAddress?
+    /// With `accept_proxy_protocol`: applies the per-client limits to the real client address once
+    /// the header names it; returns the reason to refuse, if any.
+    var admitClient: ((SocketAddress) -> CloseReason?)?
     let handle: ProxyConnectionHandle
 
     private var phase: Phase = .handshaking
@@ -95,6 +102,8 @@ final class ProxyConnection {
         self.lastClientActivity = acceptedAt
         self.lastBackendActivity = acceptedAt
         self.handshakeDeadline = acceptedAt + listener.handshakeTimeout
+        self.clientSocketAddress = channel.remoteAddress
+        self.localSocketAddress = channel.localAddress
         self.clientAddress = channel.remoteAddress.map(Self.format) ?? ""
         let eventLoop = channel.eventLoop
         // The tracker calls back on `eventLoop`; the connection outlives it until `finish()`.
@@ -140,6 +149,29 @@ final class ProxyConnection {
             handshakeDeadline = acceptedAt + tracker.handshakeStarted(timeout: listener.handshakeTimeout)
             schedule(at: handshakeDeadline)
         case .plain:
+            if listener.acceptProxyProtocol {
+                // handshake_timeout bounds the wait for the PROXY header.
+                phase = .handshaking
+                schedule(at: handshakeDeadline)
+            } else {
+                startConnecting()
+            }
+        }
+    }
+
+    /// A valid PROXY header arrived (`accept_proxy_protocol`): the real client is the one it names.
+    func proxyHeaderReceived(_ header: ProxyProtocolHeader) {
+        guard case .handshaking = phase else { return }
+        if case .inet(let source, let destination) = header.addresses {
+            clientSocketAddress = source
+            localSocketAddress = destination
+            clientAddress = Self.format(source)
+            if let refusal = admitClient?(source) {
+                close(refusal)
+                return
+            }
+        }
+        if listener.mode == .plain {
             startConnecting()
         }
     }
@@ -226,7 +258,9 @@ final class ProxyConnection {
     }
 
     func clientError(_ error: any Error) {
-        if let tlsError = error as? TLSError {
+        if let proxyError = error as? ProxyProtocolError {
+            close(.proxyProtocolInvalid, detail: proxyError.reason)
+        } else if let tlsError = error as? TLSError {
             if tlsInfo == nil {
                 close(.handshakeFailed, detail: tlsError.reason)
             } else {
@@ -337,11 +371,12 @@ final class ProxyConnection {
         lastClientActivity = now
         lastBackendActivity = now
 
-        if !pendingToBackend.isEmpty {
-            for buffer in pendingToBackend { context.write(NIOAny(buffer), promise: nil) }
-            pendingToBackend = []
-            context.flush()
+        if let header = proxyProtocolHeader() {
+            context.write(NIOAny(header), promise: nil)
         }
+        for buffer in pendingToBackend { context.write(NIOAny(buffer), promise: nil) }
+        pendingToBackend = []
+        context.flush()
         if clientInputClosed {
             forwardClientFIN()
         } else if clientReadPending, context.channel.isWritable {
@@ -353,6 +388,36 @@ final class ProxyConnection {
             context.read()
         }
         rearmTimer()
+    }
+
+    /// The PROXY header for the backend (`proxy_protocol`), or nil when off.
+    private func proxyProtocolHeader() -> ByteBuffer? {
+        let addresses: ProxyProtocolHeader.Addresses
+        if let source = clientSocketAddress, let destination = localSocketAddress,
+            source.ipAddress != nil, destination.ipAddress != nil
+        {
+            addresses = .inet(source: source, destination: destination)
+        } else {
+            addresses = .unknown
+        }
+        var header = ProxyProtocolHeader(addresses: addresses)
+        switch listener.proxyProtocol {
+        case .off:
+            return nil
+        case .v1:
+            return header.encodeV1()
+        case .v2:
+            if let tlsInfo {
+                header.alpn = tlsInfo.alpn
+                header.authority = tlsInfo.serverName
+                header.tls = ProxyProtocolHeader.TLS(
+                    version: tlsInfo.version, cipher: tlsInfo.cipher,
+                    clientCommonName: tlsInfo.peerCertificate?.commonName,
+                    clientCertificateVerified: tlsInfo.peerCertificate != nil
+                )
+            }
+            return header.encodeV2()
+        }
     }
 
     func isCurrentBackend(_ handler: BackendSideHandler) -> Bool {
@@ -505,6 +570,7 @@ final class ProxyConnection {
         tracker.remove(handle)
         onFinish?()
         onFinish = nil
+        admitClient = nil
         let duration = NIODeadline.now() - acceptedAt
         observer.connectionClosed(
             ConnectionSummary(

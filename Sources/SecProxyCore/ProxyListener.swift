@@ -84,22 +84,16 @@ public final class ProxyListener: Sendable {
         guard tracker.admit(connection.handle) else {
             throw refuse(.maxConnections)
         }
-        if runtime.maxConnectionsPerIP > 0 || runtime.maxNewConnectionsPerIP > 0,
-            let address = channel.remoteAddress, let key = PerIPLimiter.Key(address)
-        {
-            let decision = limiter.admit(
-                key, maxConcurrent: runtime.maxConnectionsPerIP, maxPerSecond: runtime.maxNewConnectionsPerIP
-            )
-            switch decision {
-            case .admitted:
-                connection.onFinish = { limiter.release(key) }
-            case .overConcurrent:
-                tracker.remove(connection.handle)
-                throw refuse(.perIPLimit)
-            case .overRate:
-                tracker.remove(connection.handle)
-                throw refuse(.rateLimited)
+        if runtime.acceptProxyProtocol {
+            // The socket's peer is the balancer in front: count the client the PROXY header names.
+            connection.admitClient = { address in
+                admitPerClient(connection: connection, address: address, runtime: runtime, limiter: limiter)
             }
+        } else if let address = channel.remoteAddress,
+            let refusal = admitPerClient(connection: connection, address: address, runtime: runtime, limiter: limiter)
+        {
+            tracker.remove(connection.handle)
+            throw refuse(refusal)
         }
         do {
             // Per connection, so that a reload's buffer_size applies to new connections.
@@ -108,6 +102,9 @@ public final class ProxyListener: Sendable {
                 try options.setOption(.recvAllocator, value: runtime.receiveAllocator)
             }
             let pipeline = channel.pipeline.syncOperations
+            if runtime.acceptProxyProtocol {
+                try pipeline.addHandler(ProxyProtocolDecoder())
+            }
             if let tlsContext = runtime.tlsContext {
                 try pipeline.addHandler(TLSHandler(context: tlsContext))
             }
@@ -117,6 +114,25 @@ public final class ProxyListener: Sendable {
             connection.close(.error, detail: "\(error)")
             connection.clientBecameInactive()
             throw error
+        }
+    }
+
+    /// Applies the per-client limits; returns the reason to refuse, or nil (then the count is released
+    /// when the connection ends).
+    private static func admitPerClient(
+        connection: ProxyConnection, address: SocketAddress, runtime: ListenerRuntime, limiter: PerIPLimiter
+    ) -> CloseReason? {
+        guard runtime.maxConnectionsPerIP > 0 || runtime.maxNewConnectionsPerIP > 0,
+            let key = PerIPLimiter.Key(address)
+        else { return nil }
+        switch limiter.admit(key, maxConcurrent: runtime.maxConnectionsPerIP, maxPerSecond: runtime.maxNewConnectionsPerIP) {
+        case .admitted:
+            connection.onFinish = { limiter.release(key) }
+            return nil
+        case .overConcurrent:
+            return .perIPLimit
+        case .overRate:
+            return .rateLimited
         }
     }
 
