@@ -159,7 +159,8 @@ public final class Daemon: @unchecked Sendable {
 
     private func runtime(for listener: ListenerConfiguration, prepared: PreparedConfiguration) -> ListenerRuntime {
         ListenerRuntime(
-            configuration: listener, tlsContext: prepared.tlsContexts[listener.name], balancer: RoundRobinBalancer()
+            configuration: listener, tlsContext: prepared.tlsContexts[listener.name],
+            backendTLSContext: prepared.backendTLSContexts[listener.name], balancer: RoundRobinBalancer()
         )
     }
 

@@ -10,6 +10,8 @@ public struct PreparedConfiguration: Sendable {
     public let configuration: ProxyConfiguration
     /// One server context per `tls` listener, by listener name.
     public let tlsContexts: [String: TLSServerContext]
+    /// One client context per listener with `[listener.backend_tls]`, by listener name.
+    public let backendTLSContexts: [String: TLSClientContext]
     /// Every server certificate (default and SNI), for the summary and expiry metrics.
     public let certificates: [CertificateSummary]
 
@@ -58,8 +60,12 @@ public enum Preparation {
         }
         var checker = FileChecker(path: path, now: now)
         var contexts: [String: TLSServerContext] = [:]
+        var backendContexts: [String: TLSClientContext] = [:]
         for listener in configuration.listeners {
             checker.checkUnsupported(listener)
+            if let backendTLS = listener.backendTLS {
+                checker.check(backendTLS: backendTLS)
+            }
             guard listener.mode == .tls, let tls = listener.tls else { continue }
             checker.check(tls: tls, listener: listener.name)
         }
@@ -67,6 +73,20 @@ public enum Preparation {
         var diagnostics = loaded.diagnostics + checker.diagnostics
         if !diagnostics.containsErrors {
             for listener in configuration.listeners {
+                if let backendTLS = listener.backendTLS {
+                    do {
+                        backendContexts[listener.name] = try TLSClientContext(
+                            configuration: clientConfiguration(backendTLS)
+                        )
+                    } catch {
+                        diagnostics.append(
+                            .error(
+                                "cannot set up backend TLS for listener '\(listener.name)': \(reasonText(error))",
+                                at: backendTLS.location, file: path
+                            )
+                        )
+                    }
+                }
                 guard listener.mode == .tls, let tls = listener.tls else { continue }
                 do {
                     contexts[listener.name] = try TLSServerContext(configuration: serverConfiguration(tls))
@@ -83,10 +103,25 @@ public enum Preparation {
         }
         return PreparationResult(
             prepared: PreparedConfiguration(
-                configuration: configuration, tlsContexts: contexts, certificates: checker.certificates
+                configuration: configuration, tlsContexts: contexts, backendTLSContexts: backendContexts,
+                certificates: checker.certificates
             ),
             diagnostics: diagnostics
         )
+    }
+
+    /// Trust roots for backend TLS when `ca` is not set: the system bundle (Debian's ca-certificates).
+    static let systemTrustRoots = "/etc/ssl/certs/ca-certificates.crt"
+
+    /// The TLS layer's settings for a listener's `[listener.backend_tls]`.
+    static func clientConfiguration(_ settings: BackendTLSSettings) -> TLSClientConfiguration {
+        var configuration = TLSClientConfiguration()
+        configuration.trustRootsFile = settings.ca?.path ?? systemTrustRoots
+        configuration.verifyHostname = settings.serverName.isEmpty ? nil : settings.serverName
+        configuration.certificateChainFile = settings.cert?.path
+        configuration.privateKeyFile = settings.key?.path
+        configuration.sessionResumption = true
+        return configuration
     }
 
     /// The TLS layer's settings for a listener's `[listener.tls]`.
@@ -211,11 +246,6 @@ struct FileChecker {
     /// what the backend receives or who may connect, a warning where the proxy works without it.
     mutating func checkUnsupported(_ listener: ListenerConfiguration) {
         let name = listener.name
-        if let backendTLS = listener.backendTLS {
-            diagnostics.append(
-                .error("[listener.backend_tls] is not supported yet (listener '\(name)')", at: backendTLS.location, file: path)
-            )
-        }
         if let healthCheck = listener.healthCheck {
             diagnostics.append(
                 .warning(
@@ -259,7 +289,21 @@ struct FileChecker {
         }
     }
 
-    private mutating func checkPair(cert: FileReference, key: FileReference, listener: String) {
+    /// `[listener.backend_tls]`: the CA bundle parses, a client certificate matches its key.
+    mutating func check(backendTLS: BackendTLSSettings) {
+        if let ca = backendTLS.ca, readable(ca, what: "backend CA file") {
+            if let error = TLSSettingsValidation.validateCAFile(ca.path) {
+                diagnostics.append(
+                    .error("backend CA file '\(ca.written)' does not parse: \(error.reason)", at: ca.location, file: path)
+                )
+            }
+        }
+        if let cert = backendTLS.cert, let key = backendTLS.key {
+            checkPair(cert: cert, key: key, listener: nil)
+        }
+    }
+
+    private mutating func checkPair(cert: FileReference, key: FileReference, listener: String?) {
         var chain: [TLSCertificate] = []
         if readable(cert, what: "certificate file") {
             do {
@@ -276,7 +320,10 @@ struct FileChecker {
         if let leaf = chain.first {
             let notAfter = leaf.notAfter
             let name = leaf.displayName
-            certificates.append(CertificateSummary(listener: listener, name: name, notAfter: notAfter))
+            if let listener {
+                // Server certificates only: they are what the summary and the expiry metric count.
+                certificates.append(CertificateSummary(listener: listener, name: name, notAfter: notAfter))
+            }
             let day = Self.day(notAfter)
             if notAfter <= now {
                 diagnostics.append(

@@ -103,12 +103,18 @@ final class BackendSideHandler: ChannelDuplexHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case ChannelEvent.inputClosed = event, connection.isCurrentBackend(self) {
             connection.backendInputClosedEvent()
+        } else if case TLSEvent.handshakeCompleted = event {
+            connection.backendHandshakeCompleted(self)
         } else {
             context.fireUserInboundEventTriggered(event)
         }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if connection.isHandshakingBackend(self) {
+            connection.backendHandshakeFailed(self, error: error)
+            return
+        }
         guard connection.isCurrentBackend(self) else { return }
         connection.backendError(error)
     }
@@ -119,12 +125,19 @@ final class BackendSideHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        if connection.isHandshakingBackend(self) {
+            connection.backendHandshakeFailed(self, error: ChannelError.eof)
+            return
+        }
         guard connection.isCurrentBackend(self) else { return }
         connection.backendBecameInactive()
     }
 
     func read(context: ChannelHandlerContext) {
-        if connection.isCurrentBackend(self) {
+        if connection.isHandshakingBackend(self) {
+            // The backend TLS handshake needs to read.
+            context.read()
+        } else if connection.isCurrentBackend(self) {
             if connection.shouldReadBackend() { context.read() }
         } else {
             // Not wired yet: remember the wish; `backendConnected` issues the read.

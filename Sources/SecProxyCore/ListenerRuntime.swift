@@ -52,6 +52,8 @@ public final class ListenerRuntime: Sendable {
     public let bufferSize: Int
     /// `[[listener.route]]`: SNI pattern (lowercased; exact or "*.suffix") → pool, in file order.
     let routes: [(pattern: String, pool: BackendPool)]
+    /// `[listener.backend_tls]`: the client context and the name sent as SNI and verified.
+    public let backendTLS: (context: TLSClientContext, serverName: String?)?
     /// PROXY header sent to the backend.
     public let proxyProtocol: ProxyProtocolVersion
     /// Expect a PROXY header from the client.
@@ -77,7 +79,12 @@ public final class ListenerRuntime: Sendable {
         AdaptiveRecvByteBufferAllocator(minimum: 64, initial: min(2048, readChunk), maximum: readChunk)
     }
 
-    public init(configuration: ListenerConfiguration, tlsContext: TLSServerContext?, balancer: RoundRobinBalancer) {
+    public init(
+        configuration: ListenerConfiguration, tlsContext: TLSServerContext?, backendTLSContext: TLSClientContext? = nil,
+        balancer: RoundRobinBalancer
+    ) {
+        let serverName = configuration.backendTLS?.serverName ?? ""
+        self.backendTLS = backendTLSContext.map { ($0, serverName.isEmpty ? nil : serverName) }
         self.name = configuration.name
         self.mode = configuration.mode
         self.tlsContext = tlsContext

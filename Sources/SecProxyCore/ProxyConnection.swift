@@ -89,6 +89,9 @@ final class ProxyConnection {
     /// The backends this connection dials: the listener's, or a route's chosen by SNI.
     private var targets: [BackendTarget] = []
     private var connectStart = 0
+    /// A backend connected over TCP whose TLS handshake (`[listener.backend_tls]`) is under way.
+    private var handshakingBackend: (handler: BackendSideHandler, target: BackendTarget, attempt: Int)?
+    private var backendHandshakeTimer: Scheduled<Void>?
     private var lastConnectError: (any Error)?
 
     init(
@@ -314,8 +317,13 @@ final class ProxyConnection {
             .channelOption(.writeBufferWaterMark, value: listener.writeBufferWaterMark)
             .channelOption(.maxMessagesPerRead, value: 1)
             .channelOption(.recvAllocator, value: listener.receiveAllocator)
-            .channelInitializer { channel in
+            .channelInitializer { [backendTLS = listener.backendTLS] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let backendTLS {
+                        try channel.pipeline.syncOperations.addHandler(
+                            TLSHandler(context: backendTLS.context, serverName: backendTLS.serverName)
+                        )
+                    }
                     try channel.pipeline.syncOperations.addHandler(boundHandler.value)
                 }
             }
@@ -363,6 +371,56 @@ final class ProxyConnection {
             connect(attempt: attempt + 1)
             return
         }
+        if listener.backendTLS != nil {
+            // Wired once the backend TLS handshake finished, within what is left of connect_timeout.
+            handshakingBackend = (handler, target, attempt)
+            backendHandshakeTimer = eventLoop.assumeIsolated().scheduleTask(in: listener.connectTimeout) {
+                [weak self] in
+                self?.backendHandshakeFailed(handler, error: ChannelError.connectTimeout(self?.listener.connectTimeout ?? .zero))
+            }
+            return
+        }
+        wireBackend(context, handler: handler, target: target)
+    }
+
+    /// Whether `handler` belongs to a backend whose TLS handshake is under way.
+    func isHandshakingBackend(_ handler: BackendSideHandler) -> Bool {
+        handshakingBackend?.handler === handler
+    }
+
+    /// The backend's TLS handshake finished: wire it.
+    func backendHandshakeCompleted(_ handler: BackendSideHandler) {
+        guard let pending = handshakingBackend, pending.handler === handler else { return }
+        handshakingBackend = nil
+        backendHandshakeTimer?.cancel()
+        backendHandshakeTimer = nil
+        guard case .connecting = phase, let context = handler.context else {
+            handler.context?.close(promise: nil)
+            backendInFlight = false
+            finishIfDone()
+            return
+        }
+        wireBackend(context, handler: handler, target: pending.target)
+    }
+
+    /// The backend's TLS handshake failed, timed out or its connection closed: try the next backend.
+    func backendHandshakeFailed(_ handler: BackendSideHandler, error: any Error) {
+        guard let pending = handshakingBackend, pending.handler === handler else { return }
+        handshakingBackend = nil
+        backendHandshakeTimer?.cancel()
+        backendHandshakeTimer = nil
+        handler.context?.close(promise: nil)
+        backendInFlight = false
+        observer.backendConnectFailed(listener: listener.name, backend: pending.target.text, error: error)
+        lastConnectError = error
+        if case .connecting = phase {
+            connect(attempt: pending.attempt + 1)
+        } else {
+            finishIfDone()
+        }
+    }
+
+    private func wireBackend(_ context: ChannelHandlerContext, handler: BackendSideHandler, target: BackendTarget) {
         backend = context
         backendHandler = handler
         backendText = target.text
@@ -496,7 +554,9 @@ final class ProxyConnection {
         halfClosedAt = .now()
         backendNeedsFlush = false
         if let backend {
-            backendOutputDone = passFIN(to: backend, inputClosed: backendInputClosed, viaTLS: false)
+            backendOutputDone = passFIN(
+                to: backend, inputClosed: backendInputClosed, viaTLS: listener.backendTLS != nil
+            )
         }
         closeIfBothDone()
     }
@@ -551,12 +611,15 @@ final class ProxyConnection {
         pendingToBackend = []
         client?.close(promise: nil)
         backend?.close(promise: nil)
+        handshakingBackend?.handler.context?.close(promise: nil)
         if Self.abortReasons.contains(reason) {
             client?.close(promise: nil)
-        } else if client != nil {
+            backend?.close(promise: nil)
+        } else if client != nil || backend != nil {
             graceTimer = eventLoop.assumeIsolated().scheduleTask(in: Self.closeGrace) { [weak self] in
                 self?.graceTimer = nil
                 self?.client?.close(promise: nil)
+                self?.backend?.close(promise: nil)
             }
         }
     }
