@@ -37,6 +37,8 @@ public final class Daemon: @unchecked Sendable {
     private let exit = DispatchSemaphore(value: 0)
     private var exitCode: Int32 = ExitCode.success
     private let notifier = SystemdNotifier()
+    /// Sockets passed by systemd, taken by the listener of the same name.
+    private var activation = SocketActivation()
     private var timers: [DispatchSourceTimer] = []
     private var lastStatusCount = -1
 
@@ -103,6 +105,10 @@ public final class Daemon: @unchecked Sendable {
                     return false
                 }
             }
+            for name in activation.closeRest() {
+                logger.notice("passed socket not used by any listener; closed", metadata: ["name": .string(name)])
+                notifier.removeListeningSocket(name: name)
+            }
             logger.info("ready", metadata: ["listeners": "\(listeners.count)"])
             lastStatusCount = tracker.count
             notifier.notify("READY=1\nSTATUS=\(lastStatusCount) connections open")
@@ -166,18 +172,34 @@ public final class Daemon: @unchecked Sendable {
 
     private func bind(_ listener: ListenerConfiguration, prepared: PreparedConfiguration) throws {
         let spec = listener.listen.value
-        let host = spec.host == "localhost" ? "127.0.0.1" : spec.host
-        let bound = try ProxyListener.bind(
-            host: host, port: spec.port, runtime: runtime(for: listener, prepared: prepared), group: group,
-            tracker: tracker, observer: observer
-        ).wait()
+        let descriptor: CInt
+        let passed = activation.take(listener.name)
+        if let passed {
+            try ListeningSocket.adopt(passed)
+            descriptor = passed
+        } else {
+            let host = spec.host == "localhost" ? "127.0.0.1" : spec.host
+            descriptor = try ListeningSocket.make(address: SocketAddress(ipAddress: host, port: spec.port))
+        }
+        let bound: ProxyListener
+        do {
+            bound = try ProxyListener.start(
+                descriptor: descriptor, runtime: runtime(for: listener, prepared: prepared), group: group,
+                tracker: tracker, observer: observer
+            ).wait()
+        } catch {
+            close(descriptor)
+            throw error
+        }
         listeners[listener.name] = BoundListener(listener: bound, listen: spec, mode: listener.mode)
+        notifier.storeListeningSocket(descriptor, name: listener.name)
         logger.info(
             "listening",
             metadata: [
                 "listener": .string(listener.name),
                 "address": .string(bound.localAddress.map(Self.format) ?? spec.text),
                 "mode": .string(listener.mode.rawValue),
+                "socket": .string(passed == nil ? "bound" : "inherited"),
             ]
         )
     }
@@ -218,6 +240,7 @@ public final class Daemon: @unchecked Sendable {
         for (name, bound) in listeners where wanted[name]?.listen.value != bound.listen {
             try? bound.listener.close().wait()
             listeners[name] = nil
+            notifier.removeListeningSocket(name: name)
             logger.info("listener closed", metadata: ["listener": .string(name)])
         }
         for listener in prepared.configuration.listeners {

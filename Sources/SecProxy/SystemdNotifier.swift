@@ -9,6 +9,7 @@ final class SystemdNotifier: Sendable {
     init(environment: [String: String] = ProcessInfo.processInfo.environment) {
         let path = environment["NOTIFY_SOCKET"].flatMap { $0.isEmpty ? nil : $0 }
         socketPath = path
+        fileDescriptorStore = path != nil && (environment["FDSTORE"].flatMap(Int.init) ?? 0) > 0
         if path != nil, let usec = environment["WATCHDOG_USEC"].flatMap(UInt64.init), usec > 0,
             environment["WATCHDOG_PID"].flatMap(Int32.init).map({ $0 == getpid() }) ?? true
         {
@@ -20,8 +21,29 @@ final class SystemdNotifier: Sendable {
 
     var isEnabled: Bool { socketPath != nil }
 
+    /// Whether `$FDSTORE` asks for listening sockets to be kept in systemd's file-descriptor store.
+    let fileDescriptorStore: Bool
+
     /// Sends `state` (newline-separated `KEY=VALUE` assignments). Failures are ignored, as sd_notify does.
     func notify(_ state: String) {
+        notify(state, descriptors: [])
+    }
+
+    /// Stores a listening socket in systemd's file-descriptor store under `name`, so that a restart
+    /// (binary upgrade) gets it back as `LISTEN_FDS` and no connection is refused meanwhile.
+    func storeListeningSocket(_ descriptor: CInt, name: String) {
+        guard fileDescriptorStore else { return }
+        notify("FDSTORE=1\nFDNAME=\(name)", descriptors: [descriptor])
+    }
+
+    /// Drops a listener's socket from the store (the listener is gone from the configuration).
+    func removeListeningSocket(name: String) {
+        guard fileDescriptorStore else { return }
+        notify("FDSTOREREMOVE=1\nFDNAME=\(name)")
+    }
+
+    /// Sends `state` with `descriptors` attached (SCM_RIGHTS).
+    func notify(_ state: String, descriptors: [CInt]) {
         guard let socketPath else { return }
         let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return }
@@ -37,11 +59,39 @@ final class SystemdNotifier: Sendable {
             raw.copyBytes(from: pathBytes)
         }
         let length = socklen_t(MemoryLayout<sa_family_t>.size + pathBytes.count)
-        let message = Array(state.utf8)
-        _ = withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { sockaddrPointer in
-                message.withUnsafeBytes { bytes in
-                    sendto(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL), sockaddrPointer, length)
+        var message = Array(state.utf8)
+        // Control message for SCM_RIGHTS, laid out as CMSG_SPACE/CMSG_LEN do (the macros do not import).
+        let align = MemoryLayout<Int>.size
+        func aligned(_ n: Int) -> Int { (n + align - 1) & ~(align - 1) }
+        let headerSize = aligned(MemoryLayout<cmsghdr>.size)
+        let dataSize = descriptors.count * MemoryLayout<CInt>.size
+        var control = [UInt8](repeating: 0, count: descriptors.isEmpty ? 0 : headerSize + aligned(dataSize))
+        if !descriptors.isEmpty {
+            control.withUnsafeMutableBytes { raw in
+                var header = cmsghdr()
+                header.cmsg_len = Int(headerSize + dataSize)
+                header.cmsg_level = SOL_SOCKET
+                header.cmsg_type = Int32(SCM_RIGHTS)
+                raw.storeBytes(of: header, as: cmsghdr.self)
+                for (index, descriptor) in descriptors.enumerated() {
+                    raw.storeBytes(of: descriptor, toByteOffset: headerSize + index * MemoryLayout<CInt>.size, as: CInt.self)
+                }
+            }
+        }
+        _ = withUnsafeMutablePointer(to: &address) { addressPointer in
+            message.withUnsafeMutableBytes { bytes in
+                control.withUnsafeMutableBytes { controlBytes in
+                    var vector = iovec(iov_base: bytes.baseAddress, iov_len: bytes.count)
+                    return withUnsafeMutablePointer(to: &vector) { vectorPointer in
+                        var header = msghdr()
+                        header.msg_name = UnsafeMutableRawPointer(addressPointer)
+                        header.msg_namelen = length
+                        header.msg_iov = vectorPointer
+                        header.msg_iovlen = 1
+                        header.msg_control = controlBytes.isEmpty ? nil : controlBytes.baseAddress
+                        header.msg_controllen = controlBytes.count
+                        return sendmsg(fd, &header, Int32(MSG_NOSIGNAL))
+                    }
                 }
             }
         }

@@ -17,7 +17,11 @@ public final class ProxyListener: Sendable {
     /// The address the socket is bound to (with the real port when the config said 0).
     public var localAddress: SocketAddress? { channel.localAddress }
 
-    private init(name: String, runtime: NIOLockedValueBox<ListenerRuntime>, channel: Channel, limiter: PerIPLimiter) {
+    private init(
+        name: String, runtime: NIOLockedValueBox<ListenerRuntime>, channel: Channel, limiter: PerIPLimiter,
+        descriptor: CInt
+    ) {
+        self.descriptor = descriptor
         self.name = name
         self.runtime = runtime
         self.channel = channel
@@ -27,13 +31,17 @@ public final class ProxyListener: Sendable {
     /// How long accepting pauses after accept() failed for lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM).
     static let acceptBackoff: TimeAmount = .milliseconds(250)
 
-    /// Binds `host:port` and starts accepting.
+    /// The listening socket's descriptor (for systemd's file-descriptor store); owned by the channel.
+    public let descriptor: CInt
+
+    /// Starts accepting on `descriptor`, a bound and listening socket (see `ListeningSocket`), which
+    /// the listener then owns.
     /// - Parameters:
     ///   - group: the event loops that serve the connections.
     ///   - tracker: the process-wide connection count (`max_connections`) and drain.
     ///   - observer: receives every connection's summary and the handshake/connect events.
-    public static func bind(
-        host: String, port: Int, runtime: ListenerRuntime, group: EventLoopGroup, tracker: ConnectionTracker,
+    public static func start(
+        descriptor: CInt, runtime: ListenerRuntime, group: EventLoopGroup, tracker: ConnectionTracker,
         observer: any ConnectionObserver
     ) -> EventLoopFuture<ProxyListener> {
         let box = NIOLockedValueBox(runtime)
@@ -49,8 +57,6 @@ public final class ProxyListener: Sendable {
                     )
                 }
             }
-            .serverChannelOption(.backlog, value: 4096)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 1)
@@ -62,8 +68,8 @@ public final class ProxyListener: Sendable {
                     )
                 }
             }
-        return bootstrap.bind(host: host, port: port).map { channel in
-            ProxyListener(name: runtime.name, runtime: box, channel: channel, limiter: limiter)
+        return bootstrap.withBoundSocket(descriptor).map { channel in
+            ProxyListener(name: runtime.name, runtime: box, channel: channel, limiter: limiter, descriptor: descriptor)
         }
     }
 
