@@ -197,7 +197,7 @@ public final class Daemon: @unchecked Sendable {
             "listening",
             metadata: [
                 "listener": .string(listener.name),
-                "address": .string(bound.localAddress.map(Self.format) ?? spec.text),
+                "address": .string(bound.localAddress?.logDescription ?? spec.text),
                 "mode": .string(listener.mode.rawValue),
                 "socket": .string(passed == nil ? "bound" : "inherited"),
             ]
@@ -209,13 +209,6 @@ public final class Daemon: @unchecked Sendable {
             try? bound.listener.close().wait()
         }
         listeners = [:]
-    }
-
-    static func format(_ address: SocketAddress) -> String {
-        switch address {
-        case .v6: return "[\(address.ipAddress ?? "")]:\(address.port ?? 0)"
-        default: return "\(address.ipAddress ?? ""):\(address.port ?? 0)"
-        }
     }
 
     // MARK: - Reload

@@ -103,16 +103,7 @@ public struct LineLogHandler: LogHandler {
     static func timestamp() -> String {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
-        var seconds = now.tv_sec
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        let millis = now.tv_nsec / 1_000_000
-        func pad(_ v: Int32, _ width: Int) -> String {
-            let s = String(v)
-            return String(repeating: "0", count: max(0, width - s.count)) + s
-        }
-        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(millis), 3))Z"
+        return UTCTime(seconds: now.tv_sec).timestamp(milliseconds: Int(now.tv_nsec / 1_000_000))
     }
 
     static func logfmtLine(level: Logger.Level, message: String, fields: [(String, String)]) -> String {
@@ -136,23 +127,7 @@ public struct LineLogHandler: LogHandler {
             }
         }
         guard needsQuotes else { return value }
-        var out = "\""
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x7F {
-                    out += "\\u" + hex4(scalar.value)
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
+        return quoted(value)
     }
 
     static func jsonLine(level: Logger.Level, message: String, fields: [(String, String)]) -> String {
@@ -177,6 +152,11 @@ public struct LineLogHandler: LogHandler {
     }
 
     static func jsonString(_ value: String) -> String {
+        quoted(value)
+    }
+
+    /// `value` in double quotes with `"`, `\\` and control characters escaped: valid in JSON and logfmt.
+    static func quoted(_ value: String) -> String {
         var out = "\""
         for scalar in value.unicodeScalars {
             switch scalar {
@@ -186,7 +166,7 @@ public struct LineLogHandler: LogHandler {
             case "\r": out += "\\r"
             case "\t": out += "\\t"
             default:
-                if scalar.value < 0x20 {
+                if scalar.value < 0x20 || scalar.value == 0x7F {
                     out += "\\u" + hex4(scalar.value)
                 } else {
                     out.unicodeScalars.append(scalar)
@@ -213,5 +193,31 @@ extension Logger.Level {
         case .error: self = .error
         case .critical: self = .critical
         }
+    }
+}
+
+/// A moment broken down in UTC, printed the two ways the daemon needs.
+struct UTCTime {
+    private var parts = tm()
+
+    init(seconds: time_t) {
+        var seconds = seconds
+        gmtime_r(&seconds, &parts)
+    }
+
+    /// `YYYY-MM-DD`.
+    var day: String {
+        "\(Self.pad(parts.tm_year + 1900, 4))-\(Self.pad(parts.tm_mon + 1, 2))-\(Self.pad(parts.tm_mday, 2))"
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+    func timestamp(milliseconds: Int) -> String {
+        "\(day)T\(Self.pad(parts.tm_hour, 2)):\(Self.pad(parts.tm_min, 2)):\(Self.pad(parts.tm_sec, 2))."
+            + "\(Self.pad(Int32(milliseconds), 3))Z"
+    }
+
+    private static func pad(_ value: Int32, _ width: Int) -> String {
+        let digits = String(value)
+        return String(repeating: "0", count: max(0, width - digits.count)) + digits
     }
 }

@@ -56,3 +56,17 @@ public protocol ConnectionObserver: Sendable {
     /// `accept()` failed (EMFILE, ENFILE, ...); accepting pauses for `backoff` and resumes by itself.
     func acceptFailed(listener: String, error: IOError, backoff: TimeAmount)
 }
+
+extension SocketAddress {
+    /// As logs show addresses: `IP:PORT`, IPv6 in brackets (`[::1]:8443`), `unix:PATH`.
+    public var logDescription: String {
+        switch self {
+        case .v4:
+            return "\(ipAddress ?? ""):\(port ?? 0)"
+        case .v6:
+            return "[\(ipAddress ?? "")]:\(port ?? 0)"
+        case .unixDomainSocket:
+            return "unix:\(pathname ?? "")"
+        }
+    }
+}

@@ -124,14 +124,7 @@ final class ProxyConnection {
 
     /// `IP:PORT`, IPv6 in brackets.
     static func format(_ address: SocketAddress) -> String {
-        switch address {
-        case .v4:
-            return "\(address.ipAddress ?? ""):\(address.port ?? 0)"
-        case .v6:
-            return "[\(address.ipAddress ?? "")]:\(address.port ?? 0)"
-        case .unixDomainSocket:
-            return "unix:\(address.pathname ?? "")"
-        }
+        address.logDescription
     }
 
     // MARK: - Client side
