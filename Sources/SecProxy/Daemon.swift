@@ -39,6 +39,7 @@ public final class Daemon: @unchecked Sendable {
     private let notifier = SystemdNotifier()
     /// Sockets passed by systemd, taken by the listener of the same name.
     private var activation = SocketActivation()
+    private var watcher: FileWatcher?
     private var timers: [DispatchSourceTimer] = []
     private var lastStatusCount = -1
 
@@ -113,6 +114,7 @@ public final class Daemon: @unchecked Sendable {
             lastStatusCount = tracker.count
             notifier.notify("READY=1\nSTATUS=\(lastStatusCount) connections open")
             startNotifyTimers()
+            startWatchingFiles()
             return true
         }
         if !started {
@@ -152,6 +154,22 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
+    /// `watch_files`: reloads, as on SIGHUP, when the config or a file it names changed.
+    private func startWatchingFiles() {
+        watcher = FileWatcher(path: path, configuration: current.configuration)
+        let timer = DispatchSource.makeTimerSource(queue: control)
+        timer.schedule(deadline: .now() + FileWatcher.interval, repeating: FileWatcher.interval)
+        timer.setEventHandler { [weak self] in
+            guard let self, !self.stopping, self.current.configuration.server.watchFiles else { return }
+            guard let file = self.watcher?.changedFile(path: self.path, configuration: self.current.configuration)
+            else { return }
+            self.logger.info("file changed; reloading", metadata: ["file": .string(file)])
+            self.reload()
+        }
+        timer.resume()
+        timers.append(timer)
+    }
+
     private func handleSignal(_ signalNumber: Int32) {
         switch signalNumber {
         case SIGHUP:
@@ -166,7 +184,8 @@ public final class Daemon: @unchecked Sendable {
     private func runtime(for listener: ListenerConfiguration, prepared: PreparedConfiguration) -> ListenerRuntime {
         ListenerRuntime(
             configuration: listener, tlsContext: prepared.tlsContexts[listener.name],
-            backendTLSContext: prepared.backendTLSContexts[listener.name], balancer: RoundRobinBalancer()
+            backendTLSContext: prepared.backendTLSContexts[listener.name],
+            balancer: Balancer(strategy: listener.balance, count: listener.backends.count)
         )
     }
 
@@ -260,6 +279,8 @@ public final class Daemon: @unchecked Sendable {
         tracker.setMaxConnections(server.maxConnections)
         logSettings.update(format: server.logFormat, level: Logger.Level(server.logLevel))
         current = prepared
+        // The files of the new configuration, as they are now, are the state the watcher acts upon.
+        watcher = FileWatcher(path: path, configuration: prepared.configuration)
         logger.info("configuration reloaded", metadata: ["listeners": "\(listeners.count)"])
     }
 

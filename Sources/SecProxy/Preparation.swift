@@ -245,19 +245,12 @@ struct FileChecker {
     /// Keys whose feature this build does not implement yet: an error where ignoring the key would change
     /// what the backend receives or who may connect, a warning where the proxy works without it.
     mutating func checkUnsupported(_ listener: ListenerConfiguration) {
-        let name = listener.name
         if let healthCheck = listener.healthCheck {
             diagnostics.append(
                 .warning(
                     "[listener.health_check] is not supported yet and is ignored: backends are tried in turn, a failed connect moves to the next",
                     at: healthCheck.location, file: path
                 )
-            )
-        }
-        if listener.balance != .roundRobin {
-            diagnostics.append(
-                .warning("balance = \"\(listener.balance.rawValue)\" is not supported yet; round_robin is used (listener '\(name)')",
-                         at: listener.location, file: path)
             )
         }
         if let tls = listener.tls {
@@ -280,11 +273,6 @@ struct FileChecker {
         if admin != nil {
             diagnostics.append(
                 .warning("[admin] is not supported yet and is ignored: no /metrics or /healthz endpoint", at: nil, file: path)
-            )
-        }
-        if server.watchFiles {
-            diagnostics.append(
-                .warning("watch_files is not supported yet and is ignored: reload with SIGHUP", at: nil, file: path)
             )
         }
     }

@@ -32,7 +32,7 @@ public struct BackendTarget: Sendable {
 /// Backends and their shared rotation.
 public struct BackendPool: Sendable {
     public let backends: [BackendTarget]
-    public let balancer: RoundRobinBalancer
+    public let balancer: Balancer
 }
 
 /// The immutable settings one listener's new connections run with.
@@ -44,7 +44,7 @@ public final class ListenerRuntime: Sendable {
     /// Present exactly for `tls` listeners.
     public let tlsContext: TLSServerContext?
     public let backends: [BackendTarget]
-    public let balancer: RoundRobinBalancer
+    public let balancer: Balancer
     public let handshakeTimeout: TimeAmount
     public let idleTimeout: TimeAmount
     public let halfCloseTimeout: TimeAmount
@@ -81,7 +81,7 @@ public final class ListenerRuntime: Sendable {
 
     public init(
         configuration: ListenerConfiguration, tlsContext: TLSServerContext?, backendTLSContext: TLSClientContext? = nil,
-        balancer: RoundRobinBalancer
+        balancer: Balancer
     ) {
         let serverName = configuration.backendTLS?.serverName ?? ""
         self.backendTLS = backendTLSContext.map { ($0, serverName.isEmpty ? nil : serverName) }
@@ -97,7 +97,10 @@ public final class ListenerRuntime: Sendable {
         self.connectTimeout = TimeAmount(settings.connectTimeout)
         self.bufferSize = settings.bufferSize
         self.routes = configuration.routes.map { route in
-            (route.sni.lowercased(), BackendPool(backends: route.backends.map(BackendTarget.init), balancer: RoundRobinBalancer()))
+            (route.sni.lowercased(), BackendPool(
+                    backends: route.backends.map(BackendTarget.init),
+                    balancer: Balancer(strategy: configuration.balance, count: route.backends.count)
+                ))
         }
         self.allowedClients = configuration.tls?.allowedClients ?? []
         self.proxyProtocol = configuration.proxyProtocol

@@ -88,6 +88,9 @@ final class ProxyConnection {
 
     /// The backends this connection dials: the listener's, or a route's chosen by SNI.
     private var targets: [BackendTarget] = []
+    private var pool: BackendPool?
+    /// The pool index of the wired backend, counted open in its balancer until the connection ends.
+    private var openedBackendIndex: Int?
     private var connectStart = 0
     /// A backend connected over TCP whose TLS handshake (`[listener.backend_tls]`) is under way.
     private var handshakingBackend: (handler: BackendSideHandler, target: BackendTarget, attempt: Int)?
@@ -286,8 +289,9 @@ final class ProxyConnection {
         phase = .connecting
         cancelTimer()
         let pool = listener.pool(forServerName: tlsInfo?.serverName)
+        self.pool = pool
         targets = pool.backends
-        connectStart = pool.balancer.start(count: targets.count)
+        connectStart = pool.balancer.first()
         connect(attempt: 0)
     }
 
@@ -373,7 +377,7 @@ final class ProxyConnection {
             }
             return
         }
-        wireBackend(context, handler: handler, target: target)
+        wireBackend(context, handler: handler, target: target, attempt: attempt)
     }
 
     /// Whether `handler` belongs to a backend whose TLS handshake is under way.
@@ -393,7 +397,7 @@ final class ProxyConnection {
             finishIfDone()
             return
         }
-        wireBackend(context, handler: handler, target: pending.target)
+        wireBackend(context, handler: handler, target: pending.target, attempt: pending.attempt)
     }
 
     /// The backend's TLS handshake failed, timed out or its connection closed: try the next backend.
@@ -413,7 +417,12 @@ final class ProxyConnection {
         }
     }
 
-    private func wireBackend(_ context: ChannelHandlerContext, handler: BackendSideHandler, target: BackendTarget) {
+    private func wireBackend(
+        _ context: ChannelHandlerContext, handler: BackendSideHandler, target: BackendTarget, attempt: Int
+    ) {
+        let index = (connectStart + attempt) % targets.count
+        pool?.balancer.opened(index)
+        openedBackendIndex = index
         backend = context
         backendHandler = handler
         backendText = target.text
@@ -626,6 +635,9 @@ final class ProxyConnection {
         tracker.remove(handle)
         onFinish?()
         onFinish = nil
+        if let openedBackendIndex {
+            pool?.balancer.closed(openedBackendIndex)
+        }
         admitClient = nil
         let duration = NIODeadline.now() - acceptedAt
         observer.connectionClosed(
