@@ -13,14 +13,16 @@ public final class ProxyListener: Sendable {
     private let channel: Channel
     /// Per-client counts; kept across reloads.
     public let limiter: PerIPLimiter
+    private let group: EventLoopGroup
 
     /// The address the socket is bound to (with the real port when the config said 0).
     public var localAddress: SocketAddress? { channel.localAddress }
 
     private init(
         name: String, runtime: NIOLockedValueBox<ListenerRuntime>, channel: Channel, limiter: PerIPLimiter,
-        descriptor: CInt
+        descriptor: CInt, group: EventLoopGroup
     ) {
+        self.group = group
         self.descriptor = descriptor
         self.name = name
         self.runtime = runtime
@@ -69,7 +71,10 @@ public final class ProxyListener: Sendable {
                 }
             }
         return bootstrap.withBoundSocket(descriptor).map { channel in
-            ProxyListener(name: runtime.name, runtime: box, channel: channel, limiter: limiter, descriptor: descriptor)
+            ProxyListener(
+                name: runtime.name, runtime: box, channel: channel, limiter: limiter, descriptor: descriptor,
+                group: group
+            )
         }
     }
 
@@ -147,9 +152,23 @@ public final class ProxyListener: Sendable {
         self.runtime.withLockedValue { $0 = runtime }
     }
 
-    /// Closes the listening socket (never `shutdown()`); open connections are untouched.
+    /// Stops accepting, lets connections already taken off the socket finish their setup, then closes
+    /// the listening socket (never `shutdown()`, so a copy in systemd's store keeps queueing connections
+    /// for the next process). Open connections are untouched.
+    ///
+    /// NIO sets an accepted connection up on its own event loop and then, back on the listener's loop,
+    /// closes it if the listener is no longer active: closing at once would reset connections a client
+    /// already had accepted.
     public func close() -> EventLoopFuture<Void> {
-        channel.close()
+        let listenerLoop = channel.eventLoop
+        let loops = Array(group.makeIterator())
+        return channel.setOption(.autoRead, value: false)
+            .flatMap { () -> EventLoopFuture<Void> in
+                EventLoopFuture.andAllComplete(loops.map { $0.submit {} }, on: listenerLoop)
+            }
+            .flatMap { listenerLoop.submit {} }
+            .flatMapError { _ in listenerLoop.makeSucceededVoidFuture() }
+            .flatMap { self.channel.close() }
     }
 }
 
