@@ -40,6 +40,7 @@ public final class Daemon: @unchecked Sendable {
     /// Sockets passed by systemd, taken by the listener of the same name.
     private var activation = SocketActivation()
     private var watcher: FileWatcher?
+    private var watchTimer: DispatchSourceTimer?
     private var timers: [DispatchSourceTimer] = []
     private var lastStatusCount = -1
 
@@ -154,20 +155,28 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
-    /// `watch_files`: reloads, as on SIGHUP, when the config or a file it names changed.
+    /// `watch_files`: reloads, as on SIGHUP, when the config or a file it names changed. Runs only while
+    /// the current configuration asks for it (a reload may turn it on or off).
     private func startWatchingFiles() {
+        guard current.configuration.server.watchFiles else {
+            watchTimer?.cancel()
+            watchTimer = nil
+            watcher = nil
+            return
+        }
         watcher = FileWatcher(path: path, configuration: current.configuration)
+        guard watchTimer == nil else { return }
         let timer = DispatchSource.makeTimerSource(queue: control)
         timer.schedule(deadline: .now() + FileWatcher.interval, repeating: FileWatcher.interval)
         timer.setEventHandler { [weak self] in
-            guard let self, !self.stopping, self.current.configuration.server.watchFiles else { return }
+            guard let self, !self.stopping else { return }
             guard let file = self.watcher?.changedFile(path: self.path, configuration: self.current.configuration)
             else { return }
             self.logger.info("file changed; reloading", metadata: ["file": .string(file)])
             self.reload()
         }
         timer.resume()
-        timers.append(timer)
+        watchTimer = timer
     }
 
     private func handleSignal(_ signalNumber: Int32) {
@@ -280,7 +289,7 @@ public final class Daemon: @unchecked Sendable {
         logSettings.update(format: server.logFormat, level: Logger.Level(server.logLevel))
         current = prepared
         // The files of the new configuration, as they are now, are the state the watcher acts upon.
-        watcher = FileWatcher(path: path, configuration: prepared.configuration)
+        startWatchingFiles()
         logger.info("configuration reloaded", metadata: ["listeners": "\(listeners.count)"])
     }
 

@@ -583,7 +583,7 @@ final class ProtectionTests: ProxyTestCase {
             + "reason=\(fields["reason"] ?? "")"
 
         try assertGoodClientServed(resetAddress, proxy)
-        try waitUntil(timeout: 5, "the proxy's descriptors back to \(baseline)", state: { "\(self.fds(proxy))" }) {
+        try waitUntil(timeout: 5, "the proxy's descriptors back to \(baseline)", state: { self.describeSockets(proxy) }) {
             try AttackProcessStats.openFileCount(proxy.pid) <= baseline
         }
         self.report(report + "; proxy fds back to \(fds(proxy))")
@@ -809,6 +809,13 @@ final class ProtectionTests: ProxyTestCase {
 
     private func fds(_ proxy: ProxyProcess) -> Int {
         (try? AttackProcessStats.openFileCount(proxy.pid)) ?? -1
+    }
+
+    /// The proxy's descriptor count, its TCP sockets as `ss` sees them, and the log tail: what a leak
+    /// report needs.
+    private func describeSockets(_ proxy: ProxyProcess) -> String {
+        let sockets = (try? Subprocess.run("/bin/sh", ["-c", "ls -l /proc/\(proxy.pid)/fd; ss -tanp | grep 'pid=\(proxy.pid),' || true"]))?.stdout ?? ""
+        return "\(fds(proxy)) descriptors\n\(sockets)\n\(proxy.outputTail())"
     }
 
     /// Prints an observed bound (collected from the test log for the report).
