@@ -32,19 +32,19 @@ public final class Balancer: Sendable {
         case .roundRobin:
             return nextInRotation(count)
         case .leastConnections:
-            // Scanning from the rotation spreads ties evenly instead of always favouring index 0.
-            let start = nextInRotation(count)
-            var best = start
-            var bestLoad = Int.max
-            for step in 0..<count {
-                let index = (start + step) % count
+            // The fewest open connections; ties take turns through the rotation.
+            var least = Int.max
+            var tied: [Int] = []
+            for index in 0..<count {
                 let load = loads[index].open.load(ordering: .relaxed)
-                if load < bestLoad {
-                    best = index
-                    bestLoad = load
+                if load < least {
+                    least = load
+                    tied = [index]
+                } else if load == least {
+                    tied.append(index)
                 }
             }
-            return best
+            return tied.count == 1 ? tied[0] : tied[nextInRotation(tied.count)]
         case .randomTwo:
             guard count > 1 else { return 0 }
             let a = Int.random(in: 0..<count)
