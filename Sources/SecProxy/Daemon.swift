@@ -41,6 +41,8 @@ public final class Daemon: @unchecked Sendable {
     private var activation = SocketActivation()
     private var watcher: FileWatcher?
     private var watchTimer: DispatchSourceTimer?
+    /// Active health checkers by listener name.
+    private var healthCheckers: [String: [HealthChecker]] = [:]
     private var timers: [DispatchSourceTimer] = []
     private var lastStatusCount = -1
 
@@ -190,12 +192,37 @@ public final class Daemon: @unchecked Sendable {
 
     // MARK: - Listeners
 
+    /// A new runtime for `listener`, with its health checkers started (replacing the listener's old ones).
     private func runtime(for listener: ListenerConfiguration, prepared: PreparedConfiguration) -> ListenerRuntime {
-        ListenerRuntime(
-            configuration: listener, tlsContext: prepared.tlsContexts[listener.name],
-            backendTLSContext: prepared.backendTLSContexts[listener.name],
-            balancer: Balancer(strategy: listener.balance, count: listener.backends.count)
-        )
+        let name = listener.name
+        let runtime = ListenerRuntime(
+            configuration: listener, tlsContext: prepared.tlsContexts[name],
+            backendTLSContext: prepared.backendTLSContexts[name]
+        ) { [logger] backend, isUp in
+            logger.log(
+                level: isUp ? .notice : .warning, isUp ? "backend up" : "backend down",
+                metadata: ["listener": .string(name), "backend": .string(backend)]
+            )
+        }
+        stopHealthChecks(name)
+        if let settings = runtime.healthCheck {
+            healthCheckers[name] = runtime.allPools.compactMap { pool in
+                guard let health = pool.health else { return nil }
+                let checker = HealthChecker(
+                    targets: pool.backends, health: health, interval: TimeAmount(settings.interval),
+                    timeout: TimeAmount(settings.timeout), eventLoop: group.next()
+                )
+                checker.start()
+                return checker
+            }
+        }
+        return runtime
+    }
+
+    private func stopHealthChecks(_ listener: String) {
+        for checker in healthCheckers.removeValue(forKey: listener) ?? [] {
+            checker.stop()
+        }
     }
 
     private func bind(_ listener: ListenerConfiguration, prepared: PreparedConfiguration) throws {
@@ -233,7 +260,8 @@ public final class Daemon: @unchecked Sendable {
     }
 
     private func closeListeners() {
-        for (_, bound) in listeners {
+        for (name, bound) in listeners {
+            stopHealthChecks(name)
             try? bound.listener.close().wait()
         }
         listeners = [:]
@@ -259,6 +287,7 @@ public final class Daemon: @unchecked Sendable {
         }
         let wanted = Dictionary(uniqueKeysWithValues: prepared.configuration.listeners.map { ($0.name, $0) })
         for (name, bound) in listeners where wanted[name]?.listen.value != bound.listen {
+            stopHealthChecks(name)
             try? bound.listener.close().wait()
             listeners[name] = nil
             notifier.removeListeningSocket(name: name)

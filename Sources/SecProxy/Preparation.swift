@@ -245,14 +245,6 @@ struct FileChecker {
     /// Keys whose feature this build does not implement yet: an error where ignoring the key would change
     /// what the backend receives or who may connect, a warning where the proxy works without it.
     mutating func checkUnsupported(_ listener: ListenerConfiguration) {
-        if let healthCheck = listener.healthCheck {
-            diagnostics.append(
-                .warning(
-                    "[listener.health_check] is not supported yet and is ignored: backends are tried in turn, a failed connect moves to the next",
-                    at: healthCheck.location, file: path
-                )
-            )
-        }
         if let tls = listener.tls {
             if let ticketKeys = tls.ticketKeyFile {
                 diagnostics.append(

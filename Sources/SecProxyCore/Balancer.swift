@@ -25,17 +25,22 @@ public final class Balancer: Sendable {
         self.loads = (0..<count).map { _ in Load() }
     }
 
-    /// The index to try first.
+    /// The index to try first, among all backends.
     func first() -> Int {
-        let count = loads.count
+        first(among: Array(loads.indices))
+    }
+
+    /// The index to try first among `candidates` (the backends that are up; never empty).
+    func first(among candidates: [Int]) -> Int {
+        let count = candidates.count
         switch strategy {
         case .roundRobin:
-            return nextInRotation(count)
+            return candidates[nextInRotation(count)]
         case .leastConnections:
             // The fewest open connections; ties take turns through the rotation.
             var least = Int.max
             var tied: [Int] = []
-            for index in 0..<count {
+            for index in candidates {
                 let load = loads[index].open.load(ordering: .relaxed)
                 if load < least {
                     least = load
@@ -46,10 +51,12 @@ public final class Balancer: Sendable {
             }
             return tied.count == 1 ? tied[0] : tied[nextInRotation(tied.count)]
         case .randomTwo:
-            guard count > 1 else { return 0 }
-            let a = Int.random(in: 0..<count)
-            var b = Int.random(in: 0..<(count - 1))
-            if b >= a { b += 1 }
+            guard count > 1 else { return candidates[0] }
+            let pickA = Int.random(in: 0..<count)
+            var pickB = Int.random(in: 0..<(count - 1))
+            if pickB >= pickA { pickB += 1 }
+            let a = candidates[pickA]
+            let b = candidates[pickB]
             return loads[b].open.load(ordering: .relaxed) < loads[a].open.load(ordering: .relaxed) ? b : a
         }
     }

@@ -33,6 +33,34 @@ public struct BackendTarget: Sendable {
 public struct BackendPool: Sendable {
     public let backends: [BackendTarget]
     public let balancer: Balancer
+    /// Up/down state from health checks (and failed connects); nil without `[listener.health_check]`.
+    public let health: BackendHealth?
+
+    init(_ addresses: [BackendAddress], strategy: BalanceStrategy, healthCheck: HealthCheckSettings?,
+         onHealthChange: @escaping @Sendable (_ backend: String, _ isUp: Bool) -> Void) {
+        let backends = addresses.map(BackendTarget.init)
+        self.backends = backends
+        self.balancer = Balancer(strategy: strategy, count: backends.count)
+        self.health = healthCheck.map { settings in
+            BackendHealth(count: backends.count, fall: settings.fall, rise: settings.rise) { index, isUp in
+                onHealthChange(backends[index].text, isUp)
+            }
+        }
+    }
+
+    /// The order in which a new connection tries the backends: the balancer's choice among those that
+    /// are up, then on through the others that are up, then (a last resort) the ones marked down.
+    func attemptOrder() -> [Int] {
+        let count = backends.count
+        guard let health else {
+            let first = balancer.first()
+            return (0..<count).map { (first + $0) % count }
+        }
+        let up = health.upIndices
+        let first = balancer.first(among: up.isEmpty ? Array(0..<count) : up)
+        let ring = (0..<count).map { (first + $0) % count }
+        return ring.filter { health.isUp($0) } + ring.filter { !health.isUp($0) }
+    }
 }
 
 /// The immutable settings one listener's new connections run with.
@@ -43,8 +71,11 @@ public final class ListenerRuntime: Sendable {
     public let mode: ListenerMode
     /// Present exactly for `tls` listeners.
     public let tlsContext: TLSServerContext?
-    public let backends: [BackendTarget]
-    public let balancer: Balancer
+    /// The listener's own backends.
+    public let pool: BackendPool
+    public var backends: [BackendTarget] { pool.backends }
+    /// `[listener.health_check]`.
+    public let healthCheck: HealthCheckSettings?
     public let handshakeTimeout: TimeAmount
     public let idleTimeout: TimeAmount
     public let halfCloseTimeout: TimeAmount
@@ -81,15 +112,19 @@ public final class ListenerRuntime: Sendable {
 
     public init(
         configuration: ListenerConfiguration, tlsContext: TLSServerContext?, backendTLSContext: TLSClientContext? = nil,
-        balancer: Balancer
+        onHealthChange: @escaping @Sendable (_ backend: String, _ isUp: Bool) -> Void = { _, _ in }
     ) {
+        let healthCheck = configuration.healthCheck
+        self.healthCheck = healthCheck
         let serverName = configuration.backendTLS?.serverName ?? ""
         self.backendTLS = backendTLSContext.map { ($0, serverName.isEmpty ? nil : serverName) }
         self.name = configuration.name
         self.mode = configuration.mode
         self.tlsContext = tlsContext
-        self.backends = configuration.backends.map(BackendTarget.init)
-        self.balancer = balancer
+        self.pool = BackendPool(
+            configuration.backends, strategy: configuration.balance, healthCheck: healthCheck,
+            onHealthChange: onHealthChange
+        )
         let settings = configuration.settings
         self.handshakeTimeout = TimeAmount(settings.handshakeTimeout)
         self.idleTimeout = TimeAmount(settings.idleTimeout)
@@ -97,10 +132,13 @@ public final class ListenerRuntime: Sendable {
         self.connectTimeout = TimeAmount(settings.connectTimeout)
         self.bufferSize = settings.bufferSize
         self.routes = configuration.routes.map { route in
-            (route.sni.lowercased(), BackendPool(
-                    backends: route.backends.map(BackendTarget.init),
-                    balancer: Balancer(strategy: configuration.balance, count: route.backends.count)
-                ))
+            (
+                route.sni.lowercased(),
+                BackendPool(
+                    route.backends, strategy: configuration.balance, healthCheck: healthCheck,
+                    onHealthChange: onHealthChange
+                )
+            )
         }
         self.allowedClients = configuration.tls?.allowedClients ?? []
         self.proxyProtocol = configuration.proxyProtocol
@@ -129,7 +167,7 @@ extension ListenerRuntime {
                 if let match = routes.first(where: { $0.pattern == wildcard }) { return match.pool }
             }
         }
-        return BackendPool(backends: backends, balancer: balancer)
+        return pool
     }
 
     /// Whether `allowed_clients` lets this client certificate through.
@@ -146,5 +184,12 @@ extension ListenerRuntime {
                 return certificate.uris.contains(uri)
             }
         }
+    }
+}
+
+extension ListenerRuntime {
+    /// Every pool (the listener's and its routes'), for the health checkers.
+    public var allPools: [BackendPool] {
+        [pool] + routes.map(\.pool)
     }
 }

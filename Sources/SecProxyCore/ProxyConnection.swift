@@ -91,7 +91,8 @@ final class ProxyConnection {
     private var pool: BackendPool?
     /// The pool index of the wired backend, counted open in its balancer until the connection ends.
     private var openedBackendIndex: Int?
-    private var connectStart = 0
+    /// Pool indices in the order this connection tries them.
+    private var attemptOrder: [Int] = []
     /// A backend connected over TCP whose TLS handshake (`[listener.backend_tls]`) is under way.
     private var handshakingBackend: (handler: BackendSideHandler, target: BackendTarget, attempt: Int)?
     private var backendHandshakeTimer: Scheduled<Void>?
@@ -291,7 +292,7 @@ final class ProxyConnection {
         let pool = listener.pool(forServerName: tlsInfo?.serverName)
         self.pool = pool
         targets = pool.backends
-        connectStart = pool.balancer.first()
+        attemptOrder = pool.attemptOrder()
         connect(attempt: 0)
     }
 
@@ -304,7 +305,8 @@ final class ProxyConnection {
             }
             return
         }
-        let target = targets[(connectStart + attempt) % targets.count]
+        let index = attemptOrder[attempt]
+        let target = targets[index]
         let handler = BackendSideHandler(connection: self)
         // The initializer runs on this same event loop.
         let boundHandler = NIOLoopBound(handler, eventLoop: eventLoop)
@@ -340,6 +342,7 @@ final class ProxyConnection {
                 self.backendConnected(channel, handler: handler, target: target, attempt: attempt)
             case .failure(let error):
                 self.backendInFlight = false
+                self.pool?.health?.record(index: index, success: false)
                 self.observer.backendConnectFailed(listener: self.listener.name, backend: target.text, error: error)
                 self.lastConnectError = error
                 if case .connecting = self.phase {
@@ -406,6 +409,7 @@ final class ProxyConnection {
         handshakingBackend = nil
         backendHandshakeTimer?.cancel()
         backendHandshakeTimer = nil
+        pool?.health?.record(index: attemptOrder[pending.attempt], success: false)
         handler.context?.close(promise: nil)
         backendInFlight = false
         observer.backendConnectFailed(listener: listener.name, backend: pending.target.text, error: error)
@@ -420,8 +424,9 @@ final class ProxyConnection {
     private func wireBackend(
         _ context: ChannelHandlerContext, handler: BackendSideHandler, target: BackendTarget, attempt: Int
     ) {
-        let index = (connectStart + attempt) % targets.count
+        let index = attemptOrder[attempt]
         pool?.balancer.opened(index)
+        pool?.health?.record(index: index, success: true)
         openedBackendIndex = index
         backend = context
         backendHandler = handler

@@ -4,6 +4,9 @@ import CSecProxyOpenSSL
 /// Owns one `SSL_CTX`. Configured once while building a context, read-only afterwards.
 final class SSLContextBox: @unchecked Sendable {
     let ctx: OpaquePointer
+    /// Objects this context's callbacks reach through unretained pointers (ticket keys, the OCSP
+    /// response): kept alive exactly as long as the box, which every connection's context retains.
+    private var callbackTargets: [AnyObject] = []
 
     init(server: Bool) throws {
         ERR_clear_error()
@@ -15,6 +18,11 @@ final class SSLContextBox: @unchecked Sendable {
 
     deinit {
         SSL_CTX_free(self.ctx)
+    }
+
+    /// Keeps `target` alive as long as this context (while building it only).
+    func keepAlive(_ target: AnyObject) {
+        self.callbackTargets.append(target)
     }
 
     /// Settings every secproxy context carries, server or client.

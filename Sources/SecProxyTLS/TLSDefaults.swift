@@ -6,4 +6,6 @@ enum TLSDefaults {
     static let sessionIDContext: [UInt8] = Array("secproxy".utf8)
     /// Server session cache entries per context.
     static let sessionCacheSize = 20 * 1024
+    /// Random session ticket keys: a new current key this often; the previous one still decrypts.
+    static let ticketKeyRotationInterval: Duration = .seconds(3600)
 }

@@ -20,6 +20,9 @@ public struct TLSServerConfiguration: Sendable {
     public var alpn: [String] = []
     /// false: no TLS 1.2 tickets (TLS 1.3 resumes from the server's session cache).
     public var sessionTickets: Bool = true
+    /// Session ticket keys, the first encrypts, all decrypt (`TLSTicketKey.load(file:)`); [] = random keys
+    /// rotated hourly. Ignored when `sessionTickets` is false.
+    public var ticketKeys: [TLSTicketKey] = []
     /// PEM CA bundle; set = request a client certificate and verify it against these CAs.
     public var clientCAFile: String? = nil
     /// With `clientCAFile`: true allows clients without a certificate (a presented one must still verify).
@@ -28,6 +31,8 @@ public struct TLSServerConfiguration: Sendable {
     public var clientCRLFile: String? = nil
     /// true: no or unknown SNI is refused with an unrecognized_name alert.
     public var strictSNI: Bool = false
+    /// DER OCSP response for the default certificate, stapled when a client asks; nil = no stapling.
+    public var ocspResponseFile: String? = nil
 
     public init(certificateChainFile: String, privateKeyFile: String) {
         self.certificateChainFile = certificateChainFile

@@ -1,9 +1,11 @@
 import COpenSSL
 import CSecProxyOpenSSL
+import Glibc
 
 /// Everything a TLS listener needs to accept connections: the default `SSL_CTX`, one per SNI
-/// certificate, the SNI name table and the ALPN list. Built once (off the event loops), immutable
-/// afterwards, shared by every connection of the listener.
+/// certificate, the SNI name table, the ALPN list, the session ticket keys and the OCSP responses.
+/// Built once (off the event loops), immutable afterwards (but for random ticket keys, which
+/// rotate), shared by every connection of the listener.
 public final class TLSServerContext: @unchecked Sendable {
     /// The configuration this context was built from.
     public let configuration: TLSServerConfiguration
@@ -22,6 +24,8 @@ public final class TLSServerContext: @unchecked Sendable {
     private let names: SNINameTable
     /// ALPN protocols in server preference order, as bytes.
     private let alpnProtocols: [[UInt8]]
+    /// The session ticket keys of every context; nil when tickets are off.
+    private let ticketKeyStore: TLSTicketKeyStore?
 
     /// Builds every `SSL_CTX` of a listener.
     ///
@@ -36,6 +40,7 @@ public final class TLSServerContext: @unchecked Sendable {
         let (defaultChain, defaultContext) = try Self.makeContext(
             chainFile: configuration.certificateChainFile,
             keyFile: configuration.privateKeyFile,
+            ocspResponseFile: configuration.ocspResponseFile,
             configuration: configuration
         )
         var sniChains: [[TLSCertificate]] = []
@@ -44,6 +49,7 @@ public final class TLSServerContext: @unchecked Sendable {
             let (chain, context) = try Self.makeContext(
                 chainFile: entry.chainFile,
                 keyFile: entry.keyFile,
+                ocspResponseFile: entry.ocspResponseFile,
                 configuration: configuration
             )
             sniChains.append(chain)
@@ -53,6 +59,21 @@ public final class TLSServerContext: @unchecked Sendable {
         self.sniCertificateChains = sniChains
         self.defaultContext = defaultContext
         self.sniContexts = sniContexts
+
+        if configuration.sessionTickets && getenv("DBG_NOCB") == nil {
+            let store: TLSTicketKeyStore
+            if configuration.ticketKeys.isEmpty {
+                store = try TLSTicketKeyStore(rotatingEvery: TLSDefaults.ticketKeyRotationInterval)
+            } else {
+                store = TLSTicketKeyStore(fixed: configuration.ticketKeys)
+            }
+            for box in [defaultContext] + sniContexts {
+                try box.useTicketKeys(store)
+            }
+            self.ticketKeyStore = store
+        } else {
+            self.ticketKeyStore = nil
+        }
 
         var table = SNINameTable()
         for (index, entry) in configuration.sniCertificates.enumerated() {
@@ -77,9 +98,19 @@ public final class TLSServerContext: @unchecked Sendable {
         }
     }
 
+    /// Random ticket keys (no `ticketKeys` configured): makes a new current key now; the current
+    /// one keeps decrypting until the next rotation, so tickets issued before stay valid that long.
+    /// Rotation also happens by itself every hour when a ticket is issued or presented; this is for a
+    /// daemon that wants it on its own schedule. No effect with configured keys or tickets off.
+    /// Thread-safe.
+    public func rotateTicketKeys() {
+        self.ticketKeyStore?.rotate()
+    }
+
     private static func makeContext(
         chainFile: String,
         keyFile: String,
+        ocspResponseFile: String?,
         configuration: TLSServerConfiguration
     ) throws -> ([TLSCertificate], SSLContextBox) {
         let chain: [TLSCertificate]
@@ -110,6 +141,18 @@ public final class TLSServerContext: @unchecked Sendable {
             groups: configuration.groups
         )
         try box.useCertificate(chain: chain, key: key, origin: keyFile)
+
+        if let ocspResponseFile {
+            do {
+                let issuer = chain.count > 1 ? chain[1] : nil
+                box.staple(try TLSOCSPResponse.load(file: ocspResponseFile, certificate: chain[0], issuer: issuer))
+            } catch let error as TLSError {
+                throw TLSError(
+                    reason: "OCSP response \(ocspResponseFile): \(error.reason)",
+                    description: "loading OCSP response: \(error.description)"
+                )
+            }
+        }
 
         ERR_clear_error()
         _ = csp_ssl_ctx_set_session_cache_mode_server(box.ctx)

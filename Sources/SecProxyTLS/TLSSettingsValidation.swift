@@ -51,6 +51,17 @@ public enum TLSSettingsValidation {
         }
     }
 
+    /// An OCSP response to staple: readable, DER, parses, status "successful", a basic response.
+    /// (Whether it answers for the certificate is checked when the context is built.)
+    public static func validateOCSPResponseFile(_ path: String) -> TLSError? {
+        do {
+            _ = try TLSOCSPResponse.load(file: path)
+            return nil
+        } catch {
+            return (error as? TLSError) ?? TLSError(reason: "\(error)")
+        }
+    }
+
     private static func withScratchContext(_ body: (OpaquePointer) -> TLSError?) -> TLSError? {
         ERR_clear_error()
         guard let ctx = SSL_CTX_new(TLS_server_method()) else {

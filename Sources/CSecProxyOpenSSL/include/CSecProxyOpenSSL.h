@@ -9,6 +9,10 @@
 #include <openssl/x509v3.h>
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/core_names.h>
+#include <openssl/params.h>
+#include <openssl/ocsp.h>
 
 // MARK: - SSL_CTX configuration
 
@@ -67,6 +71,42 @@ static inline void csp_ssl_ctx_set_servername_callback(SSL_CTX *ctx, csp_servern
     SSL_CTX_set_tlsext_servername_arg(ctx, arg);
 }
 
+static inline int csp_ssl_ctx_get_ex_new_index(void) {
+    return SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
+// MARK: - Session tickets
+
+/// Keys the HMAC-SHA256 that OpenSSL hands the ticket key callback (an `EVP_MAC_CTX` of "HMAC"
+/// it fetched itself). In C because an `OSSL_PARAM` keeps pointers to its names, which only string
+/// literals keep valid; the key bytes are read during the call and not kept.
+static inline int csp_evp_mac_ctx_set_hmac_sha256_key(EVP_MAC_CTX *mac, const unsigned char *key, size_t length) {
+    OSSL_PARAM params[3];
+    params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)key, length);
+    params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+    params[2] = OSSL_PARAM_construct_end();
+    return EVP_MAC_CTX_set_params(mac, params);
+}
+
+// MARK: - OCSP stapling
+
+typedef int (*csp_status_callback)(SSL *ssl, void *arg);
+
+static inline void csp_ssl_ctx_set_status_callback(SSL_CTX *ctx, csp_status_callback cb, void *arg) {
+    SSL_CTX_set_tlsext_status_cb(ctx, cb);
+    SSL_CTX_set_tlsext_status_arg(ctx, arg);
+}
+
+static inline int csp_ssl_get_tlsext_status_type(SSL *ssl) { return (int)SSL_get_tlsext_status_type(ssl); }
+static inline int csp_tlsext_statustype_ocsp(void) { return TLSEXT_STATUSTYPE_ocsp; }
+
+/// Hands `response` (from `csp_openssl_malloc`) to the connection, which frees it.
+static inline int csp_ssl_set_tlsext_status_ocsp_resp(SSL *ssl, unsigned char *response, long length) {
+    return (int)SSL_set_tlsext_status_ocsp_resp(ssl, response, length);
+}
+
+static inline int csp_ocsp_response_status_successful(void) { return OCSP_RESPONSE_STATUS_SUCCESSFUL; }
+
 static inline int csp_ssl_verify_none(void) { return SSL_VERIFY_NONE; }
 static inline int csp_ssl_verify_peer(void) { return SSL_VERIFY_PEER; }
 static inline int csp_ssl_verify_fail_if_no_peer_cert(void) { return SSL_VERIFY_FAIL_IF_NO_PEER_CERT; }
@@ -122,5 +162,6 @@ static inline int csp_gen_uri(void) { return GEN_URI; }
 // MARK: - Memory
 
 static inline void csp_openssl_free(void *p) { OPENSSL_free(p); }
+static inline void *csp_openssl_malloc(size_t size) { return OPENSSL_malloc(size); }
 
 #endif

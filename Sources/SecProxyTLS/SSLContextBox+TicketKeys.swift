@@ -1,0 +1,81 @@
+import COpenSSL
+import CSecProxyOpenSSL
+
+extension SSLContextBox {
+    /// Encrypts and decrypts session tickets (TLS 1.2 tickets, TLS 1.3 stateless PSKs) with the keys
+    /// of `store` (AES-256-CBC + HMAC-SHA256), instead of OpenSSL's per-context random keys.
+    ///
+    /// OpenSSL calls the ticket callback of the context a connection started on, but the callback
+    /// finds its store through the connection's current context, which SNI may have switched: so
+    /// every context of a listener gets the same store.
+    func useTicketKeys(_ store: TLSTicketKeyStore) throws {
+        self.keepAlive(store)
+        ERR_clear_error()
+        guard SSL_CTX_set_ex_data(self.ctx, ticketKeyStoreExDataIndex, Unmanaged.passUnretained(store).toOpaque()) == 1
+        else {
+            throw TLSError.drainingErrorQueue(operation: "SSL_CTX_set_ex_data", fallback: "out of memory")
+        }
+        guard SSL_CTX_set_tlsext_ticket_key_evp_cb(self.ctx, ticketKeyCallback) == 1 else {
+            throw TLSError.drainingErrorQueue(
+                operation: "SSL_CTX_set_tlsext_ticket_key_evp_cb",
+                prefix: "session tickets: ",
+                fallback: "rejected"
+            )
+        }
+    }
+}
+
+/// Index of the `SSL_CTX` ex-data slot pointing at the context's `TLSTicketKeyStore` (unretained;
+/// the `SSLContextBox` keeps the store alive as long as the `SSL_CTX`).
+private let ticketKeyStoreExDataIndex: Int32 = {
+    let index = csp_ssl_ctx_get_ex_new_index()
+    precondition(index >= 0, "SSL_CTX_get_ex_new_index failed")
+    return index
+}()
+
+/// OpenSSL's ticket key callback (`SSL_CTX_set_tlsext_ticket_key_evp_cb`), on the event loop of
+/// the handshake.
+///
+/// - Encrypting (`encrypt == 1`): writes the current key's name and a random IV, keys the cipher and
+///   the HMAC; returns 1.
+/// - Decrypting: finds the key by name; unknown → 0 (full handshake); the current key → 1; an older
+///   key → 2, so the client gets a new ticket under the current key.
+/// - Anything failing → -1 (the handshake fails with internal_error).
+private func ticketKeyCallback(
+    ssl: OpaquePointer?,
+    keyName: UnsafeMutablePointer<UInt8>?,
+    iv: UnsafeMutablePointer<UInt8>?,
+    cipherContext: OpaquePointer?,
+    macContext: OpaquePointer?,
+    encrypt: Int32
+) -> Int32 {
+    guard let ssl, let keyName, let iv, let cipherContext, let macContext, let ctx = SSL_get_SSL_CTX(ssl),
+        let pointer = SSL_CTX_get_ex_data(ctx, ticketKeyStoreExDataIndex)
+    else { return -1 }
+    let store = Unmanaged<TLSTicketKeyStore>.fromOpaque(pointer).takeUnretainedValue()
+    let cipher = EVP_aes_256_cbc()
+    let ivLength = EVP_CIPHER_get_iv_length(cipher)
+    guard ivLength > 0, ivLength <= EVP_MAX_IV_LENGTH else { return -1 }
+
+    let key: TLSTicketKey
+    let result: Int32
+    if encrypt == 1 {
+        key = store.encryptionKey()
+        guard RAND_bytes(iv, ivLength) == 1 else { return -1 }
+        key.name.withUnsafeBufferPointer { keyName.update(from: $0.baseAddress!, count: $0.count) }
+        result = 1
+    } else {
+        guard let found = store.decryptionKey(named: UnsafeBufferPointer(start: keyName, count: 16)) else {
+            return 0
+        }
+        key = found.key
+        result = found.isCurrent ? 1 : 2
+    }
+    let keyed = key.aesKey.withUnsafeBufferPointer { aes in
+        key.hmacKey.withUnsafeBufferPointer { hmac in
+            EVP_CipherInit_ex(cipherContext, cipher, nil, aes.baseAddress, iv, encrypt == 1 ? 1 : 0) == 1
+                && csp_evp_mac_ctx_set_hmac_sha256_key(macContext, hmac.baseAddress, hmac.count) == 1
+        }
+    }
+    return keyed ? result : -1
+}
