@@ -10,7 +10,7 @@
 #   SECPROXY_BIN=.build/release/secproxy scripts/soak.sh
 #
 # Environment: SECPROXY_BIN (default .build/release/secproxy, else .build/debug/secproxy), SOAK_SECONDS (load
-# duration, default 60), SOAK_WORKERS (concurrent sessions, default 50), SOAK_SEED (random seed).
+# duration, default 100, so the whole run takes about 2 minutes), SOAK_WORKERS (concurrent sessions, default 50), SOAK_SEED (random seed).
 # Every process is started by scripts/soak.py and stopped by it, by PID.
 set -euo pipefail
 
@@ -32,7 +32,7 @@ for tool in python3 openssl; do
     command -v "$tool" >/dev/null || { echo "soak: $tool is needed" >&2; exit 2; }
 done
 
-seconds="${SOAK_SECONDS:-60}"
+seconds="${SOAK_SECONDS:-100}"
 workers="${SOAK_WORKERS:-50}"
 args=(--bin "$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")" --seconds "$seconds" --workers "$workers")
 if [[ -n "${SOAK_SEED:-}" ]]; then args+=(--seed "$SOAK_SEED"); fi
