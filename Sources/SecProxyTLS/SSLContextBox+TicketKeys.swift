@@ -39,7 +39,7 @@ private let ticketKeyStoreExDataIndex: Int32 = {
 /// - Encrypting (`encrypt == 1`): writes the current key's name and a random IV, keys the cipher and
 ///   the HMAC; returns 1.
 /// - Decrypting: finds the key by name; unknown → 0 (full handshake); the current key → 1; an older
-///   key → 2, so the client gets a new ticket under the current key.
+///   key → 2, so the client gets a new ticket under the current key. TLS 1.3 always gets 2.
 /// - Anything failing → -1 (the handshake fails with internal_error).
 private func ticketKeyCallback(
     ssl: OpaquePointer?,
@@ -69,7 +69,9 @@ private func ticketKeyCallback(
             return 0
         }
         key = found.key
-        result = found.isCurrent ? 1 : 2
+        // TLS 1.3 clients use a ticket once (OpenSSL's marks the session not resumable), so like
+        // OpenSSL's own ticket keys, always send a fresh one.
+        result = found.isCurrent && SSL_version(ssl) != TLS1_3_VERSION ? 1 : 2
     }
     let keyed = key.aesKey.withUnsafeBufferPointer { aes in
         key.hmacKey.withUnsafeBufferPointer { hmac in

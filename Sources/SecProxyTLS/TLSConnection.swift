@@ -157,6 +157,7 @@ final class TLSConnection {
         ERR_clear_error()
         let rc = SSL_do_handshake(self.ssl)
         if rc == 1 {
+            self.keepRenewedTLS12Session()
             return .complete
         }
         let error = SSL_get_error(self.ssl, rc)
@@ -166,6 +167,19 @@ final class TLSConnection {
         default:
             return .failed(self.failure(code: error, operation: "handshake"))
         }
+    }
+
+    /// TLS 1.2 client: a resumed handshake in which the server renewed the ticket (e.g. after a ticket
+    /// key rotation) leaves the old session not resumable, and OpenSSL reports new sessions of full
+    /// handshakes only; so the renewed session is kept here.
+    private func keepRenewedTLS12Session() {
+        guard case .client(let context, _) = self.role, let key = self.sessionCacheKey,
+            SSL_session_reused(self.ssl) == 1, SSL_version(self.ssl) != TLS1_3_VERSION,
+            let session = SSL_get_session(self.ssl), SSL_SESSION_is_resumable(session) == 1,
+            context.cachedSession(for: key)?.session != session
+        else { return }
+        SSL_SESSION_up_ref(session)
+        context.storeSession(TLSSessionBox(taking: session), for: key)
     }
 
     /// Decrypts at most one record into a new buffer.

@@ -75,9 +75,11 @@ final class TLSOCSPResponse: @unchecked Sendable {
     }
 
     /// Whether one of the single responses of `basic` is about `certificate`.
-    private static func answers(_ basic: OpaquePointer, for certificate: TLSCertificate, issuer: TLSCertificate?)
-        -> Bool
-    {
+    private static func answers(
+        _ basic: OpaquePointer,
+        for certificate: TLSCertificate,
+        issuer: TLSCertificate?
+    ) -> Bool {
         defer { ERR_clear_error() }
         for index in 0..<OCSP_resp_count(basic) {
             guard let single = OCSP_resp_get0(basic, index),

@@ -1,6 +1,5 @@
 import COpenSSL
 import CSecProxyOpenSSL
-import Glibc
 
 /// Everything a TLS listener needs to accept connections: the default `SSL_CTX`, one per SNI
 /// certificate, the SNI name table, the ALPN list, the session ticket keys and the OCSP responses.
@@ -60,7 +59,7 @@ public final class TLSServerContext: @unchecked Sendable {
         self.defaultContext = defaultContext
         self.sniContexts = sniContexts
 
-        if configuration.sessionTickets && getenv("DBG_NOCB") == nil {
+        if configuration.sessionTickets {
             let store: TLSTicketKeyStore
             if configuration.ticketKeys.isEmpty {
                 store = try TLSTicketKeyStore(rotatingEvery: TLSDefaults.ticketKeyRotationInterval)

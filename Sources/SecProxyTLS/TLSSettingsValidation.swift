@@ -51,6 +51,17 @@ public enum TLSSettingsValidation {
         }
     }
 
+    /// A session ticket key file (`TLSTicketKey.load(file:)`): readable, at least one key, every key
+    /// base64 of 80 bytes; the error names the line.
+    public static func validateTicketKeyFile(_ path: String) -> TLSError? {
+        do {
+            _ = try TLSTicketKey.load(file: path)
+            return nil
+        } catch {
+            return (error as? TLSError) ?? TLSError(reason: "\(error)")
+        }
+    }
+
     /// An OCSP response to staple: readable, DER, parses, status "successful", a basic response.
     /// (Whether it answers for the certificate is checked when the context is built.)
     public static func validateOCSPResponseFile(_ path: String) -> TLSError? {

@@ -72,8 +72,8 @@ public struct TLSTicketKey: Sendable, Equatable, CustomStringConvertible, Custom
     /// - Throws: `TLSError` naming the file and the line that is wrong: not base64, not 80 bytes,
     ///   a key cut short, a repeated key name, or no key at all. Never contains key material.
     public static func load(file: String) throws -> [TLSTicketKey] {
-        let bytes = try FileBytes.contents(of: file)
         do {
+            let bytes = try FileBytes.contents(of: file)
             return try self.parse(String(decoding: bytes, as: UTF8.self))
         } catch let error as TLSError {
             throw TLSError(reason: "ticket key file \(file): \(error.reason)")
@@ -122,7 +122,11 @@ public struct TLSTicketKey: Sendable, Equatable, CustomStringConvertible, Custom
                 }
                 continue
             }
-            guard let data = Data(base64Encoded: pending) else {
+            // Padding only at the end (Foundation's decoder is lenient about it).
+            let padding = pending.utf8.reversed().prefix { $0 == UInt8(ascii: "=") }.count
+            guard padding <= 2, pending.utf8.dropLast(padding).allSatisfy({ $0 != UInt8(ascii: "=") }),
+                let data = Data(base64Encoded: pending)
+            else {
                 throw TLSError.own("\(lines(pendingStart, lineNumber)): not base64")
             }
             guard data.count == Self.encodedByteCount else {
@@ -151,7 +155,9 @@ public struct TLSTicketKey: Sendable, Equatable, CustomStringConvertible, Custom
     }
 
     private static func trimmingASCIIWhitespace(_ line: Substring.UTF8View) -> Substring.UTF8View {
-        let isSpace: (UInt8) -> Bool = { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") || $0 == UInt8(ascii: "\r") }
+        let isSpace: (UInt8) -> Bool = {
+            $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") || $0 == UInt8(ascii: "\r")
+        }
         guard let start = line.firstIndex(where: { !isSpace($0) }), let end = line.lastIndex(where: { !isSpace($0) })
         else { return line[line.startIndex..<line.startIndex] }
         return line[start...end]
