@@ -62,7 +62,6 @@ public enum Preparation {
         var contexts: [String: TLSServerContext] = [:]
         var backendContexts: [String: TLSClientContext] = [:]
         for listener in configuration.listeners {
-            checker.checkUnsupported(listener)
             if let backendTLS = listener.backendTLS {
                 checker.check(backendTLS: backendTLS)
             }
@@ -89,7 +88,7 @@ public enum Preparation {
                 }
                 guard listener.mode == .tls, let tls = listener.tls else { continue }
                 do {
-                    contexts[listener.name] = try TLSServerContext(configuration: serverConfiguration(tls))
+                    contexts[listener.name] = try TLSServerContext(configuration: try serverConfiguration(tls))
                 } catch {
                     diagnostics.append(
                         .error("cannot set up TLS for listener '\(listener.name)': \(reasonText(error))", at: tls.location, file: path)
@@ -125,7 +124,7 @@ public enum Preparation {
     }
 
     /// The TLS layer's settings for a listener's `[listener.tls]`.
-    static func serverConfiguration(_ tls: TLSSettings) -> TLSServerConfiguration {
+    static func serverConfiguration(_ tls: TLSSettings) throws -> TLSServerConfiguration {
         var configuration = TLSServerConfiguration(certificateChainFile: tls.cert.path, privateKeyFile: tls.key.path)
         configuration.sniCertificates = tls.sni.map {
             TLSSNICertificate(chainFile: $0.cert.path, keyFile: $0.key.path, names: $0.names)
@@ -141,6 +140,8 @@ public enum Preparation {
         configuration.clientCertificateOptional = tls.clientAuth == .optional
         configuration.clientCRLFile = tls.clientCRL?.path
         configuration.strictSNI = tls.strictSNI
+        configuration.ticketKeys = try tls.ticketKeyFile.map { try TLSTicketKey.load(file: $0.path) } ?? []
+        configuration.ocspResponseFile = tls.ocspResponse?.path
         return configuration
     }
 
@@ -233,6 +234,29 @@ struct FileChecker {
                 )
             }
         }
+        if let ticketKeys = tls.ticketKeyFile, readable(ticketKeys, what: "ticket key file") {
+            var info = stat()
+            if stat(ticketKeys.path, &info) == 0, info.st_mode & S_IROTH != 0 {
+                diagnostics.append(
+                    .warning(
+                        "ticket key file '\(ticketKeys.written)' is readable by other users; run chmod 600 on it",
+                        at: ticketKeys.location, file: path
+                    )
+                )
+            }
+            if let error = TLSSettingsValidation.validateTicketKeyFile(ticketKeys.path) {
+                diagnostics.append(
+                    .error("ticket key file '\(ticketKeys.written)' is invalid: \(error.reason)", at: ticketKeys.location, file: path)
+                )
+            }
+        }
+        if let ocsp = tls.ocspResponse, readable(ocsp, what: "OCSP response file") {
+            if let error = TLSSettingsValidation.validateOCSPResponseFile(ocsp.path) {
+                diagnostics.append(
+                    .error("OCSP response file '\(ocsp.written)' is invalid: \(error.reason)", at: ocsp.location, file: path)
+                )
+            }
+        }
         if let crl = tls.clientCRL, readable(crl, what: "CRL file") {
             if let error = TLSSettingsValidation.validateCRLFile(crl.path) {
                 diagnostics.append(
@@ -242,25 +266,7 @@ struct FileChecker {
         }
     }
 
-    /// Keys whose feature this build does not implement yet: an error where ignoring the key would change
-    /// what the backend receives or who may connect, a warning where the proxy works without it.
-    mutating func checkUnsupported(_ listener: ListenerConfiguration) {
-        if let tls = listener.tls {
-            if let ticketKeys = tls.ticketKeyFile {
-                diagnostics.append(
-                    .warning("ticket_key_file is not supported yet and is ignored: each process uses its own random ticket key",
-                             at: ticketKeys.location, file: path)
-                )
-            }
-            if let ocsp = tls.ocspResponse {
-                diagnostics.append(
-                    .warning("ocsp_response is not supported yet and is ignored: no OCSP response is stapled",
-                             at: ocsp.location, file: path)
-                )
-            }
-        }
-    }
-
+    /// Keys whose feature this build does not implement yet: a warning, the proxy works without them.
     mutating func checkUnsupported(_ server: ServerSettings, admin: AdminSettings?) {
         if admin != nil {
             diagnostics.append(
