@@ -49,7 +49,11 @@ public final class Subprocess: @unchecked Sendable {
     /// Its arguments (without argv[0]).
     public let arguments: [String]
 
-    private let process = Process()
+    /// What `posix_spawn` gets. Foundation's `Process.run()` is not used: on Linux (Swift 6.3.1) it
+    /// crashes intermittently while listing /proc/self/fd (swift-corelibs-foundation PR #5472).
+    private let environment: [String]
+    private let currentDirectory: String?
+    private var processIdentifier: pid_t = 0
     private let stdinPipe = Pipe()
     private let stdoutPipe = Pipe()
     private let stderrPipe = Pipe()
@@ -77,44 +81,102 @@ public final class Subprocess: @unchecked Sendable {
     ) {
         self.executable = executable
         self.arguments = arguments
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
         var env = inheritEnvironment ? ProcessInfo.processInfo.environment : [:]
         for (key, value) in environment {
             env[key] = value
         }
-        process.environment = env
-        if let currentDirectory {
-            process.currentDirectoryURL = URL(fileURLWithPath: currentDirectory)
+        self.environment = env.map { "\($0.key)=\($0.value)" }
+        self.currentDirectory = currentDirectory
+        // Only the dup2'ed copies reach a child: no pipe of ours leaks into another child.
+        for handle in [
+            stdinPipe.fileHandleForReading, stdinPipe.fileHandleForWriting, stdoutPipe.fileHandleForReading,
+            stdoutPipe.fileHandleForWriting, stderrPipe.fileHandleForReading, stderrPipe.fileHandleForWriting,
+        ] {
+            _ = fcntl(handle.fileDescriptor, F_SETFD, FD_CLOEXEC)
         }
-        process.standardInput = stdinPipe
-        process.standardOutput = stdoutPipe
-        process.standardError = stderrPipe
     }
 
     /// Starts the process and the threads that collect its output.
     public func start() throws {
-        process.terminationHandler = { [weak self] process in
-            guard let self else { return }
-            let status: ExitStatus =
-                process.terminationReason == .uncaughtSignal
-                ? .signaled(process.terminationStatus) : .exited(process.terminationStatus)
-            self.condition.withLock {
-                self.status = status
-                self.condition.broadcast()
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, stdinPipe.fileHandleForReading.fileDescriptor, 0)
+        posix_spawn_file_actions_adddup2(&actions, stdoutPipe.fileHandleForWriting.fileDescriptor, 1)
+        posix_spawn_file_actions_adddup2(&actions, stderrPipe.fileHandleForWriting.fileDescriptor, 2)
+        // Nothing else of this test process (sockets, pipes of other children) reaches the child:
+        // a port a test frees must be free, and the child's descriptor counts must be its own.
+        if let closeFrom = Self.addCloseFrom {
+            _ = closeFrom(&actions, 3)
+        }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        // Signals this process ignores or blocks must not carry over to the child.
+        var defaults = sigset_t()
+        sigfillset(&defaults)
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+
+        var path = executable
+        var words = [executable]
+        if let currentDirectory {
+            if let addChdir = Self.addChdir {
+                _ = addChdir(&actions, currentDirectory)
+            } else {
+                path = "/bin/sh"
+                words = ["/bin/sh", "-c", "cd \"$1\" || exit 127; shift; exec \"$@\"", "sh", currentDirectory, executable]
             }
         }
-        do {
-            try process.run()
-        } catch {
-            throw SubprocessError("cannot start \(executable): \(error)")
+        let argv = (words + arguments).map { strdup($0) } + [nil]
+        let envp = environment.map { strdup($0) } + [nil]
+        defer {
+            for pointer in argv { free(pointer) }
+            for pointer in envp { free(pointer) }
         }
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, path, &actions, &attributes, argv, envp)
+        guard result == 0 else {
+            throw SubprocessError("cannot start \(executable): \(String(cString: strerror(result)))")
+        }
+        processIdentifier = pid
+        let spawned = pid
+        // The child has its copies; ours of its ends must go, or reads would never see EOF.
+        try? stdinPipe.fileHandleForReading.close()
+        try? stdoutPipe.fileHandleForWriting.close()
+        try? stderrPipe.fileHandleForWriting.close()
+
+        let waiter = Thread { [self] in
+            var raw: Int32 = 0
+            while waitpid(spawned, &raw, 0) < 0 && errno == EINTR {}
+            // WIFEXITED / WEXITSTATUS / WTERMSIG (macros, not importable).
+            let status: ExitStatus = raw & 0x7f == 0 ? .exited((raw >> 8) & 0xff) : .signaled(raw & 0x7f)
+            condition.withLock {
+                self.status = status
+                condition.broadcast()
+            }
+        }
+        waiter.start()
         startReader(stdoutPipe.fileHandleForReading.fileDescriptor, .stdout)
         startReader(stderrPipe.fileHandleForReading.fileDescriptor, .stderr)
     }
 
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34+) and `..._addchdir_np` (2.29+): declared
+    /// in spawn.h but not imported into Swift, so looked up at run time.
+    private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
+    private typealias AddChdir = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, UnsafePointer<CChar>?) -> Int32
+    private static let addCloseFrom: AddCloseFrom? = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np").map {
+        unsafeBitCast($0, to: AddCloseFrom.self)
+    }
+    private static let addChdir: AddChdir? = dlsym(nil, "posix_spawn_file_actions_addchdir_np").map {
+        unsafeBitCast($0, to: AddChdir.self)
+    }
+
     /// The child's process id.
-    public var pid: Int32 { process.processIdentifier }
+    public var pid: Int32 { processIdentifier }
 
     /// A short form of the command line, for messages.
     public var commandLine: String { ([executable] + arguments).joined(separator: " ") }

@@ -46,7 +46,13 @@ final class HealthCheckEndToEndTests: ProxyTestCase {
 
     /// An echo server bound to exactly `port` on 127.0.0.1 (stopped in tearDown).
     private func echoServer(onPort port: Int) throws -> PortEchoServer {
-        let server = try PortEchoServer(port: port)
+        // The freed port may briefly serve as some other connection's ephemeral source port: retry to a deadline.
+        var server: PortEchoServer?
+        try waitUntil(timeout: 5, "binding 127.0.0.1:\(port) again") {
+            server = try? PortEchoServer(port: port)
+            return server != nil
+        }
+        guard let server else { throw SubprocessError("could not bind 127.0.0.1:\(port)") }
         portServers.append(server)
         return server
     }
