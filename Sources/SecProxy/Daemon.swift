@@ -96,18 +96,7 @@ public final class Daemon: @unchecked Sendable {
         }
         let started: Bool = control.sync {
             for listener in current.configuration.listeners {
-                do {
-                    try bind(listener, prepared: current)
-                } catch {
-                    logger.critical(
-                        "cannot bind listener",
-                        metadata: [
-                            "listener": .string(listener.name), "address": .string(listener.listen.value.text),
-                            "error": "\(error)",
-                        ]
-                    )
-                    return false
-                }
+                guard bindLogging(listener, prepared: current, level: .critical) else { return false }
             }
             for name in activation.closeRest() {
                 logger.notice("passed socket not used by any listener; closed", metadata: ["name": .string(name)])
@@ -259,6 +248,24 @@ public final class Daemon: @unchecked Sendable {
         )
     }
 
+    /// `bind`, logging a failure at `level`; true when the listener is bound.
+    @discardableResult
+    private func bindLogging(_ listener: ListenerConfiguration, prepared: PreparedConfiguration, level: Logger.Level) -> Bool {
+        do {
+            try bind(listener, prepared: prepared)
+            return true
+        } catch {
+            logger.log(
+                level: level, "cannot bind listener",
+                metadata: [
+                    "listener": .string(listener.name), "address": .string(listener.listen.value.text),
+                    "error": "\(error)",
+                ]
+            )
+            return false
+        }
+    }
+
     private func closeListeners() {
         for (name, bound) in listeners {
             stopHealthChecks(name)
@@ -300,17 +307,7 @@ public final class Daemon: @unchecked Sendable {
                     listener: bound.listener, listen: bound.listen, mode: listener.mode
                 )
             } else {
-                do {
-                    try bind(listener, prepared: prepared)
-                } catch {
-                    logger.error(
-                        "cannot bind listener",
-                        metadata: [
-                            "listener": .string(listener.name), "address": .string(listener.listen.value.text),
-                            "error": "\(error)",
-                        ]
-                    )
-                }
+                bindLogging(listener, prepared: prepared, level: .error)
             }
         }
         let server = prepared.configuration.server

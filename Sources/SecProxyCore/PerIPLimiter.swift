@@ -23,15 +23,12 @@ public final class PerIPLimiter: Sendable {
                 self = .v4(UInt32(bigEndian: v4.address.sin_addr.s_addr))
             case .v6(let v6):
                 var storage = v6.address.sin6_addr
-                let prefix = withUnsafeBytes(of: &storage) { raw in
-                    raw.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-                }
-                // IPv4-mapped addresses (::ffff:a.b.c.d) count as the IPv4 client they are.
-                let words = withUnsafeBytes(of: &storage) { Array($0) }
-                if words[0..<10].allSatisfy({ $0 == 0 }) && words[10] == 0xFF && words[11] == 0xFF {
-                    self = .v4(words[12...15].reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
-                } else {
-                    self = .v6Prefix(prefix)
+                self = withUnsafeBytes(of: &storage) { bytes in
+                    // IPv4-mapped addresses (::ffff:a.b.c.d) count as the IPv4 client they are.
+                    if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xFF && bytes[11] == 0xFF {
+                        return .v4(bytes[12...15].reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
+                    }
+                    return .v6Prefix(bytes[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
                 }
             case .unixDomainSocket:
                 return nil

@@ -111,7 +111,7 @@ final class ProxyConnection {
         self.handshakeDeadline = acceptedAt + listener.handshakeTimeout
         self.clientSocketAddress = channel.remoteAddress
         self.localSocketAddress = channel.localAddress
-        self.clientAddress = channel.remoteAddress.map(Self.format) ?? ""
+        self.clientAddress = channel.remoteAddress?.logDescription ?? ""
         let eventLoop = channel.eventLoop
         // The tracker calls back on `eventLoop`; the connection outlives it until `finish()`.
         var shutdown: () -> Void = {}
@@ -122,13 +122,8 @@ final class ProxyConnection {
     /// A connection refused before any work (over a limit): only its summary.
     static func rejectedSummary(listener: String, channel: Channel, reason: CloseReason) -> ConnectionSummary {
         ConnectionSummary(
-            listener: listener, client: channel.remoteAddress.map(format) ?? "", reason: reason
+            listener: listener, client: channel.remoteAddress?.logDescription ?? "", reason: reason
         )
-    }
-
-    /// `IP:PORT`, IPv6 in brackets.
-    static func format(_ address: SocketAddress) -> String {
-        address.logDescription
     }
 
     // MARK: - Client side
@@ -165,7 +160,7 @@ final class ProxyConnection {
         if case .inet(let source, let destination) = header.addresses {
             clientSocketAddress = source
             localSocketAddress = destination
-            clientAddress = Self.format(source)
+            clientAddress = source.logDescription
             if let refusal = admitClient?(source) {
                 close(refusal)
                 return
