@@ -77,10 +77,21 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
+        // In-process unit tests of the data path: state machines and handlers on EmbeddedChannel.
         .testTarget(
             name: "SecProxyCoreTests",
             dependencies: [
-                "SecProxyCore", "SecProxy", "SecProxyTestSupport",
+                "SecProxyCore", "SecProxyTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        // Black-box tests: they spawn the built `secproxy` binary against real TLS clients and backends.
+        .testTarget(
+            name: "SecProxyEndToEndTests",
+            dependencies: [
+                "SecProxyCore", "SecProxyTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
