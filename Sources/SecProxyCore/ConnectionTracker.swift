@@ -8,7 +8,8 @@ import Synchronization
 /// Touched once when a connection opens and once when it ends; never on the data path.
 public final class ConnectionTracker: Sendable {
     private struct State {
-        var open: [ObjectIdentifier: ProxyConnectionHandle] = [:]
+        /// Client channels of the open connections.
+        var open: [ObjectIdentifier: Channel] = [:]
         var drainWaiters: [EventLoopPromise<Void>] = []
     }
 
@@ -77,19 +78,20 @@ public final class ConnectionTracker: Sendable {
         state.withLockedValue { $0.open.count }
     }
 
-    /// Registers a new connection, unless the process is at `max_connections`.
-    func admit(_ connection: ProxyConnectionHandle) -> Bool {
+    /// Registers the connection of `channel` (its client channel), unless the process is at `max_connections`.
+    func admit(_ channel: Channel) -> Bool {
         let max = limit.withLockedValue { $0 }
         return state.withLockedValue { state in
             guard state.open.count < max else { return false }
-            state.open[ObjectIdentifier(connection)] = connection
+            state.open[ObjectIdentifier(channel)] = channel
             return true
         }
     }
 
-    func remove(_ connection: ProxyConnectionHandle) {
+    /// The connection registered for the client channel `id` ended.
+    func remove(_ id: ObjectIdentifier) {
         let waiters: [EventLoopPromise<Void>] = state.withLockedValue { state in
-            state.open.removeValue(forKey: ObjectIdentifier(connection))
+            state.open.removeValue(forKey: id)
             guard state.open.isEmpty else { return [] }
             defer { state.drainWaiters.removeAll() }
             return state.drainWaiters
@@ -109,24 +111,11 @@ public final class ConnectionTracker: Sendable {
         return promise.futureResult
     }
 
-    /// Closes every open connection with reason `shutdown`.
+    /// Ends every open connection with reason `shutdown` (a `ConnectionShutdownEvent` on its client channel).
     public func closeAll() {
         let open = state.withLockedValue { Array($0.open.values) }
-        for connection in open { connection.shutdown() }
-    }
-}
-
-/// What the tracker needs from a connection; lets it hold connections of any event loop.
-final class ProxyConnectionHandle: Sendable {
-    private let eventLoop: EventLoop
-    private let onShutdown: NIOLoopBound<() -> Void>
-
-    init(eventLoop: EventLoop, onShutdown: @escaping () -> Void) {
-        self.eventLoop = eventLoop
-        self.onShutdown = NIOLoopBound(onShutdown, eventLoop: eventLoop)
-    }
-
-    func shutdown() {
-        eventLoop.execute { self.onShutdown.value() }
+        for channel in open {
+            channel.pipeline.fireUserInboundEventTriggered(ConnectionShutdownEvent())
+        }
     }
 }

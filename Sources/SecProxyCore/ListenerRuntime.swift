@@ -99,10 +99,15 @@ public final class ListenerRuntime: Sendable {
     /// Most bytes one socket read takes: half of `buffer_size`, at most 64 KiB.
     var readChunk: Int { min(64 * 1024, max(512, bufferSize / 2)) }
 
-    /// Reads stop while the other side holds more than this unsent; with one read of at most `readChunk`
-    /// in flight, at most `buffer_size` bytes per direction are held.
+    /// A side is not read while this many bytes read from it are not yet written to the other side; with
+    /// one read of at most `readChunk` in flight, at most `buffer_size` bytes per direction are held.
+    var directionLimit: Int { max(1, bufferSize - readChunk) }
+
+    /// A channel turns unwritable above `buffer_size` of unsent bytes. The data path bounds what it
+    /// queues itself (`directionLimit`); this bounds what the TLS handler writes on its own (alerts,
+    /// KeyUpdate answers): it stops reading its peer while the channel is not writable.
     var writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark {
-        let high = max(1, bufferSize - readChunk)
+        let high = max(2, bufferSize)
         return .init(low: max(1, high / 2), high: high)
     }
 

@@ -78,73 +78,24 @@ public final class ProxyListener: Sendable {
         }
     }
 
-    /// Installs the per-connection pipeline, or refuses the connection over `max_connections` or a
-    /// per-client limit (a failed initializer makes NIO close the accepted socket at once: no handshake,
-    /// no backend).
+    /// Installs the first handlers of an accepted connection: the PROXY decoder when one is expected, and
+    /// the admission handler, which applies the limits and builds the rest of the pipeline.
     private static func setUp(
         channel: Channel, runtime: ListenerRuntime, limiter: PerIPLimiter, tracker: ConnectionTracker,
         observer: any ConnectionObserver
     ) throws {
-        func refuse(_ reason: CloseReason) -> ConnectionRefused {
-            observer.connectionClosed(
-                ProxyConnection.rejectedSummary(listener: runtime.name, channel: channel, reason: reason)
-            )
-            return ConnectionRefused()
+        // Per connection, so that a reload's buffer_size applies to new connections.
+        if let options = channel.syncOptions {
+            try options.setOption(.writeBufferWaterMark, value: runtime.writeBufferWaterMark)
+            try options.setOption(.recvAllocator, value: runtime.receiveAllocator)
         }
-        let connection = ProxyConnection(listener: runtime, tracker: tracker, observer: observer, channel: channel)
-        guard tracker.admit(connection.handle) else {
-            throw refuse(.maxConnections)
-        }
+        let pipeline = channel.pipeline.syncOperations
         if runtime.acceptProxyProtocol {
-            // The socket's peer is the balancer in front: count the client the PROXY header names.
-            connection.admitClient = { address in
-                admitPerClient(connection: connection, address: address, runtime: runtime, limiter: limiter)
-            }
-        } else if let address = channel.remoteAddress,
-            let refusal = admitPerClient(connection: connection, address: address, runtime: runtime, limiter: limiter)
-        {
-            tracker.remove(connection.handle)
-            throw refuse(refusal)
+            try pipeline.addHandler(ProxyProtocolDecoder())
         }
-        do {
-            // Per connection, so that a reload's buffer_size applies to new connections.
-            if let options = channel.syncOptions {
-                try options.setOption(.writeBufferWaterMark, value: runtime.writeBufferWaterMark)
-                try options.setOption(.recvAllocator, value: runtime.receiveAllocator)
-            }
-            let pipeline = channel.pipeline.syncOperations
-            if runtime.acceptProxyProtocol {
-                try pipeline.addHandler(ProxyProtocolDecoder())
-            }
-            if let tlsContext = runtime.tlsContext {
-                try pipeline.addHandler(TLSHandler(context: tlsContext))
-            }
-            try pipeline.addHandler(ClientSideHandler(connection: connection))
-        } catch {
-            // The handlers never saw the channel: end the connection's accounting here.
-            connection.close(.error, detail: "\(error)")
-            connection.clientBecameInactive()
-            throw error
-        }
-    }
-
-    /// Applies the per-client limits; returns the reason to refuse, or nil (then the count is released
-    /// when the connection ends).
-    private static func admitPerClient(
-        connection: ProxyConnection, address: SocketAddress, runtime: ListenerRuntime, limiter: PerIPLimiter
-    ) -> CloseReason? {
-        guard runtime.maxConnectionsPerIP > 0 || runtime.maxNewConnectionsPerIP > 0,
-            let key = PerIPLimiter.Key(address)
-        else { return nil }
-        switch limiter.admit(key, maxConcurrent: runtime.maxConnectionsPerIP, maxPerSecond: runtime.maxNewConnectionsPerIP) {
-        case .admitted:
-            connection.onFinish = { limiter.release(key) }
-            return nil
-        case .overConcurrent:
-            return .perIPLimit
-        case .overRate:
-            return .rateLimited
-        }
+        try pipeline.addHandler(
+            AdmissionHandler(runtime: runtime, tracker: tracker, limiter: limiter, observer: observer)
+        )
     }
 
     /// Makes new connections use `runtime` (reload); open ones keep theirs.
@@ -171,8 +122,6 @@ public final class ProxyListener: Sendable {
             .flatMap { self.channel.close() }
     }
 }
-
-struct ConnectionRefused: Error {}
 
 /// Pauses accepting for a while when `accept()` fails for lack of resources (EMFILE, ENFILE, ENOBUFS,
 /// ENOMEM), instead of spinning on the listening socket, which stays readable.

@@ -12,8 +12,13 @@ import NIOCore
 /// Outbound: writes before the handshake completes are queued (with their promises) and sent after
 /// it; a write's promise completes when its ciphertext is written. `close(mode: .output)` sends
 /// close_notify, then the FIN once that is written; `close(mode: .all)` after the handshake sends
-/// close_notify (best effort) and closes when it is written — a second `close(mode: .all)` while
-/// waiting closes at once. Queued writes are never dropped by a graceful close.
+/// close_notify and closes when it is written, or after `shutdownTimeout` when the peer does not take
+/// it. Queued writes are never dropped by a graceful close. `TLSOutboundEvent.abort` closes at once.
+///
+/// Reads: after the handshake, what OpenSSL writes back on its own while reading (alerts refusing
+/// renegotiation, KeyUpdate answers, tickets) is counted until written; the peer is not read while more
+/// than `maximumOwnOutbound` of it is unsent, so it cannot pile up against a peer that sends but never
+/// reads. Application data written from above is not counted: its backpressure is the caller's.
 public final class TLSHandler: ChannelDuplexHandler {
     public typealias InboundIn = ByteBuffer
     public typealias InboundOut = ByteBuffer
@@ -56,10 +61,26 @@ public final class TLSHandler: ChannelDuplexHandler {
     private var closePromise: EventLoopPromise<Void>?
     /// Whether application data went up since the last `channelReadComplete`.
     private var deliveredData = false
+    /// A read asked for while too much of OpenSSL's own output was unsent; issued once it is written.
+    private var readHeld = false
+    /// Ciphertext OpenSSL produced while reading after the handshake, not yet written.
+    private var ownOutboundPending = 0
+    /// The peer is not read while more than this of OpenSSL's own output is unsent.
+    public static let maximumOwnOutbound = 16 * 1024
+    /// How long a full close waits for close_notify to be written before closing anyway.
+    private let shutdownTimeout: TimeAmount
+    private var shutdownTimer: Scheduled<Void>?
+
+    /// The default `shutdownTimeout`.
+    public static let defaultShutdownTimeout: TimeAmount = .seconds(5)
 
     /// A server-side handler.
-    public init(context: TLSServerContext) {
+    /// - Parameters:
+    ///   - context: the server context.
+    ///   - shutdownTimeout: how long `close(mode: .all)` waits for close_notify to be written.
+    public init(context: TLSServerContext, shutdownTimeout: TimeAmount = TLSHandler.defaultShutdownTimeout) {
         self.role = .server(context)
+        self.shutdownTimeout = shutdownTimeout
     }
 
     /// A client-side handler; starts the handshake once the channel is active.
@@ -68,8 +89,13 @@ public final class TLSHandler: ChannelDuplexHandler {
     ///   - context: the client context.
     ///   - serverName: sent as SNI (unless an IP address) and, with trust roots, verified against the
     ///     server certificate; nil = the context's `verifyHostname`.
-    public init(context: TLSClientContext, serverName: String?) {
+    ///   - shutdownTimeout: how long `close(mode: .all)` waits for close_notify to be written.
+    public init(
+        context: TLSClientContext, serverName: String?,
+        shutdownTimeout: TimeAmount = TLSHandler.defaultShutdownTimeout
+    ) {
         self.role = .client(context, serverName: serverName ?? context.configuration.verifyHostname)
+        self.shutdownTimeout = shutdownTimeout
     }
 
     private var isClient: Bool {
@@ -99,6 +125,7 @@ public final class TLSHandler: ChannelDuplexHandler {
 
     public func handlerRemoved(context: ChannelHandlerContext) {
         self.state = .closed
+        self.cancelShutdownTimer()
         self.failPendingWrites(ChannelError.ioOnClosedChannel)
     }
 
@@ -112,6 +139,7 @@ public final class TLSHandler: ChannelDuplexHandler {
     public func channelInactive(context: ChannelHandlerContext) {
         let previous = self.state
         self.state = .closed
+        self.cancelShutdownTimer()
         switch previous {
         case .idle, .handshaking:
             // The peer went away mid-handshake (a local close sets `.closed` before this).
@@ -155,7 +183,12 @@ public final class TLSHandler: ChannelDuplexHandler {
 
     public func channelReadComplete(context: ChannelHandlerContext) {
         // Handshake flights, alerts, KeyUpdate answers: one write per read burst.
-        self.writeOutbound(context: context, promise: nil)
+        switch self.state {
+        case .active, .outputClosing, .outputClosed:
+            self.writeOwnOutbound(context: context)
+        case .idle, .handshaking, .closing, .closed:
+            self.writeOutbound(context: context, promise: nil)
+        }
         let delivered = self.deliveredData
         self.deliveredData = false
         context.fireChannelReadComplete()
@@ -167,7 +200,7 @@ public final class TLSHandler: ChannelDuplexHandler {
                 let autoRead = try? context.channel.syncOptions?.getOption(ChannelOptions.autoRead),
                 !autoRead
             {
-                context.read()
+                self.read(context: context)
             }
         case .closing, .closed:
             break
@@ -199,6 +232,26 @@ public final class TLSHandler: ChannelDuplexHandler {
         context.fireErrorCaught(error)
     }
 
+    /// Writes what OpenSSL produced while reading, counting it until it is written.
+    private func writeOwnOutbound(context: ChannelHandlerContext) {
+        guard self.outboundPromise == nil, let ciphertext = self.connection?.takeOutbound() else {
+            self.writeOutbound(context: context, promise: nil)
+            return
+        }
+        let count = ciphertext.readableBytes
+        self.ownOutboundPending += count
+        let written = context.eventLoop.makePromise(of: Void.self)
+        context.write(self.wrapOutboundOut(ciphertext), promise: written)
+        context.flush()
+        written.futureResult.assumeIsolated().whenComplete { _ in
+            self.ownOutboundPending -= count
+            if self.readHeld && self.ownOutboundPending <= Self.maximumOwnOutbound {
+                self.readHeld = false
+                context.read()
+            }
+        }
+    }
+
     // MARK: - Outbound
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
@@ -222,6 +275,32 @@ public final class TLSHandler: ChannelDuplexHandler {
             self.writeOutbound(context: context, promise: nil)
         case .outputClosing, .outputClosed, .closing, .closed:
             break
+        }
+    }
+
+    public func read(context: ChannelHandlerContext) {
+        switch self.state {
+        case .idle, .handshaking:
+            // Handshake flights are small, and the peer must be read for the handshake to end.
+            context.read()
+        case .active, .outputClosing, .outputClosed, .closing, .closed:
+            if self.ownOutboundPending <= Self.maximumOwnOutbound {
+                context.read()
+            } else {
+                self.readHeld = true
+            }
+        }
+    }
+
+    public func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        guard let tlsEvent = event as? TLSOutboundEvent else {
+            context.triggerUserOutboundEvent(event, promise: promise)
+            return
+        }
+        switch tlsEvent {
+        case .abort:
+            self.closeNow(context: context, promise: nil)
+            promise?.succeed(())
         }
     }
 
@@ -264,25 +343,46 @@ public final class TLSHandler: ChannelDuplexHandler {
         case .active:
             self.state = .closing
             self.chain(promise, into: &self.closePromise, context: context)
+            self.startShutdownTimer(context: context)
             self.sendCloseNotify(context: context)
         case .outputClosing:
             // close_notify is already on its way; close when it is written.
             self.state = .closing
             self.chain(promise, into: &self.closePromise, context: context)
+            self.startShutdownTimer(context: context)
         case .outputClosed:
             self.closeNow(context: context, promise: promise)
         case .closing:
-            // Asked twice: the peer may not be reading; stop waiting for the close_notify write.
             self.chain(promise, into: &self.closePromise, context: context)
-            self.closeNow(context: context, promise: nil)
         case .closed:
             context.close(mode: .all, promise: promise)
         }
     }
 
+    /// A peer that does not read would hold a graceful full close forever: close anyway after
+    /// `shutdownTimeout`.
+    private func startShutdownTimer(context: ChannelHandlerContext) {
+        guard self.shutdownTimer == nil else { return }
+        self.shutdownTimer = context.eventLoop.assumeIsolated().scheduleTask(in: self.shutdownTimeout) {
+            self.shutdownTimer = nil
+            switch self.state {
+            case .closing:
+                self.closeNow(context: context, promise: nil)
+            case .idle, .handshaking, .active, .outputClosing, .outputClosed, .closed:
+                break
+            }
+        }
+    }
+
+    private func cancelShutdownTimer() {
+        self.shutdownTimer?.cancel()
+        self.shutdownTimer = nil
+    }
+
     /// Closes the channel without ceremony; pending close promises complete with it.
     private func closeNow(context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
         self.state = .closed
+        self.cancelShutdownTimer()
         self.failPendingWrites(ChannelError.ioOnClosedChannel)
         self.chain(promise, into: &self.closePromise, context: context)
         self.chain(self.outputClosePromise, into: &self.closePromise, context: context)

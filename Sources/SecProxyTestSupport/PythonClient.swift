@@ -168,6 +168,12 @@ public final class PythonClient: @unchecked Sendable {
         try Data(PythonScripts.transfer.utf8).write(to: URL(fileURLWithPath: self.directory + "/transfer.py"))
         try Data(PythonScripts.trickle.utf8).write(to: URL(fileURLWithPath: self.directory + "/trickle.py"))
         try Data(PythonScripts.driver.utf8).write(to: URL(fileURLWithPath: self.directory + "/driver.py"))
+        try Data(PythonScripts.stress.utf8).write(to: URL(fileURLWithPath: self.directory + "/stress.py"))
+    }
+
+    /// Where the script `name` was written.
+    func scriptPath(_ name: String) -> String {
+        directory + "/" + name
     }
 
     static func encode(_ object: [String: Any]) throws -> String {

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOEmbedded
 import NIOPosix
 import Synchronization
 import XCTest
@@ -206,58 +207,36 @@ final class PerIPLimiterTests: XCTestCase {
 
     // MARK: - ConnectionTracker
 
-    private var group: MultiThreadedEventLoopGroup?
-
-    override func tearDown() {
-        try? group?.syncShutdownGracefully()
-        group = nil
-        super.tearDown()
-    }
-
-    private func makeLoop() -> EventLoop {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        self.group = group
-        return group.next()
-    }
-
-    /// Handles must be made on their loop (their shutdown closure is loop-bound).
-    private func handles(
-        _ count: Int, on loop: EventLoop, onShutdown: @escaping @Sendable (Int) -> Void = { _ in }
-    ) throws -> [ProxyConnectionHandle] {
-        try loop.submit {
-            (0..<count).map { index in ProxyConnectionHandle(eventLoop: loop, onShutdown: { onShutdown(index) }) }
-        }.wait()
-    }
-
-    /// Runs everything queued on `loop` so far.
-    private func settle(_ loop: EventLoop) throws {
-        try loop.submit {}.wait()
+    /// Client channels as the tracker sees them; each records the shutdown events it receives.
+    private func channels(_ count: Int) -> [(channel: EmbeddedChannel, recorder: ShutdownRecorder)] {
+        (0..<count).map { _ in
+            let recorder = ShutdownRecorder()
+            return (EmbeddedChannel(handler: recorder), recorder)
+        }
     }
 
     func testTrackerAdmitsUpToMax() throws {
-        let loop = makeLoop()
         let tracker = ConnectionTracker(maxConnections: 3)
-        let h = try handles(5, on: loop)
+        let h = channels(5).map(\.channel)
         XCTAssertTrue(tracker.admit(h[0]))
         XCTAssertTrue(tracker.admit(h[1]))
         XCTAssertTrue(tracker.admit(h[2]))
         XCTAssertEqual(tracker.count, 3)
         XCTAssertFalse(tracker.admit(h[3]))
         XCTAssertEqual(tracker.count, 3)
-        tracker.remove(h[1])
+        tracker.remove(ObjectIdentifier(h[1]))
         XCTAssertEqual(tracker.count, 2)
         XCTAssertTrue(tracker.admit(h[3]))
         XCTAssertEqual(tracker.count, 3)
-        // Removing twice (or a handle never admitted) does not free a second slot.
-        tracker.remove(h[1])
+        // Removing twice (or a channel never admitted) does not free a second slot.
+        tracker.remove(ObjectIdentifier(h[1]))
         XCTAssertEqual(tracker.count, 3)
         XCTAssertFalse(tracker.admit(h[4]))
     }
 
     func testTrackerLimitChangesOnReload() throws {
-        let loop = makeLoop()
         let tracker = ConnectionTracker(maxConnections: 1)
-        let h = try handles(4, on: loop)
+        let h = channels(4).map(\.channel)
         XCTAssertTrue(tracker.admit(h[0]))
         XCTAssertFalse(tracker.admit(h[1]))
         tracker.setMaxConnections(2)
@@ -269,44 +248,43 @@ final class PerIPLimiterTests: XCTestCase {
     }
 
     func testWaitUntilEmptyCompletesWhenTheLastConnectionIsRemoved() throws {
-        let loop = makeLoop()
+        let loop = EmbeddedEventLoop()
         let tracker = ConnectionTracker(maxConnections: 10)
-        let h = try handles(2, on: loop)
+        let h = channels(2).map(\.channel)
         XCTAssertTrue(tracker.admit(h[0]))
         XCTAssertTrue(tracker.admit(h[1]))
-        let drained = Mutex(false)
-        tracker.waitUntilEmpty(on: loop).whenSuccess { drained.withLock { $0 = true } }
-        try settle(loop)
-        XCTAssertFalse(drained.withLock { $0 })
-        tracker.remove(h[0])
-        try settle(loop)
-        XCTAssertFalse(drained.withLock { $0 }, "one connection is still open")
-        tracker.remove(h[1])
-        try settle(loop)
-        XCTAssertTrue(drained.withLock { $0 })
+        var drained = false
+        tracker.waitUntilEmpty(on: loop).assumeIsolated().whenSuccess { drained = true }
+        loop.run()
+        XCTAssertFalse(drained)
+        tracker.remove(ObjectIdentifier(h[0]))
+        loop.run()
+        XCTAssertFalse(drained, "one connection is still open")
+        tracker.remove(ObjectIdentifier(h[1]))
+        loop.run()
+        XCTAssertTrue(drained)
         // A second drain after that completes at once.
-        try tracker.waitUntilEmpty(on: loop).wait()
+        var again = false
+        tracker.waitUntilEmpty(on: loop).assumeIsolated().whenSuccess { again = true }
+        XCTAssertTrue(again)
     }
 
     func testWaitUntilEmptyCompletesAtOnceWhenEmpty() throws {
-        let loop = makeLoop()
+        let loop = EmbeddedEventLoop()
         let tracker = ConnectionTracker(maxConnections: 10)
-        try tracker.waitUntilEmpty(on: loop).wait()
+        var drained = false
+        tracker.waitUntilEmpty(on: loop).assumeIsolated().whenSuccess { drained = true }
+        XCTAssertTrue(drained)
     }
 
-    func testCloseAllShutsDownEveryOpenConnectionOnItsLoop() throws {
-        let loop = makeLoop()
+    func testCloseAllSendsTheShutdownEventToEveryOpenConnection() throws {
         let tracker = ConnectionTracker(maxConnections: 10)
-        let shutdowns = Mutex<[Int]>([])
-        let h = try handles(3, on: loop) { index in
-            loop.preconditionInEventLoop()
-            shutdowns.withLock { $0.append(index) }
-        }
-        for handle in h { XCTAssertTrue(tracker.admit(handle)) }
-        tracker.remove(h[2])
+        let h = channels(3)
+        for entry in h { XCTAssertTrue(tracker.admit(entry.channel)) }
+        tracker.remove(ObjectIdentifier(h[2].channel))
         tracker.closeAll()
-        try settle(loop)
-        XCTAssertEqual(shutdowns.withLock { $0.sorted() }, [0, 1])
+        for entry in h { entry.channel.embeddedEventLoop.run() }
+        XCTAssertEqual(h.map(\.recorder.shutdowns), [1, 1, 0])
     }
 
     func testHandshakeDeadlineIsShortenedUnderPressureAndRestored() throws {
@@ -353,5 +331,16 @@ final class PerIPLimiterTests: XCTestCase {
         XCTAssertEqual(tracker.handshakeStarted(timeout: timeout), timeout)
         tracker.handshakeEnded()
         XCTAssertEqual(events.withLock { $0 }, ["true:2", "false:0"])
+    }
+}
+
+/// Counts the `ConnectionShutdownEvent`s that reach it.
+final class ShutdownRecorder: ChannelInboundHandler {
+    typealias InboundIn = NIOAny
+    private(set) var shutdowns = 0
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ConnectionShutdownEvent { shutdowns += 1 }
+        context.fireUserInboundEventTriggered(event)
     }
 }
