@@ -81,7 +81,8 @@ let package = Package(
         .testTarget(
             name: "SecProxyCoreTests",
             dependencies: [
-                "SecProxyCore", "SecProxyTestSupport",
+                "SecProxyCore", "SecProxyConfig", "SecProxyTLS", "SecProxyTestSupport",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

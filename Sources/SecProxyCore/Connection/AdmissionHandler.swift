@@ -30,14 +30,20 @@ final class AdmissionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let tracker: ConnectionTracker
     private let limiter: PerIPLimiter
     private let observer: any ConnectionObserver
+    /// Makes the connector of an admitted connection; nil = real sockets (tests pass their own).
+    private let makeConnector: ((Channel) -> any BackendConnecting)?
     /// The admitted connection, while its PROXY header is awaited.
     private var connection: Connection?
 
-    init(runtime: ListenerRuntime, tracker: ConnectionTracker, limiter: PerIPLimiter, observer: any ConnectionObserver) {
+    init(
+        runtime: ListenerRuntime, tracker: ConnectionTracker, limiter: PerIPLimiter, observer: any ConnectionObserver,
+        makeConnector: ((Channel) -> any BackendConnecting)? = nil
+    ) {
         self.runtime = runtime
         self.tracker = tracker
         self.limiter = limiter
         self.observer = observer
+        self.makeConnector = makeConnector
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -56,7 +62,8 @@ final class AdmissionHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
         }
         let connection = Connection(
-            runtime: runtime, tracker: tracker, observer: observer, channel: channel, ticket: ticket
+            runtime: runtime, tracker: tracker, observer: observer, channel: channel, ticket: ticket,
+            connector: makeConnector?(channel)
         )
         do {
             let pipeline = context.pipeline.syncOperations

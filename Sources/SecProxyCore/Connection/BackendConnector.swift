@@ -94,7 +94,7 @@ final class BackendConnector: BackendConnecting {
         }
         let index = order[nextAttempt]
         nextAttempt += 1
-        let attempt = Attempt(index: index, target: pool.backends[index], deadline: .now() + runtime.connectTimeout)
+        let attempt = Attempt(index: index, target: pool.backends[index], deadline: eventLoop.now + runtime.connectTimeout)
         self.attempt = attempt
         let future: EventLoopFuture<Channel>
         let bootstrap = makeBootstrap(for: attempt)

@@ -60,7 +60,7 @@ extension Connection {
     /// Flushes `side`; the batch's `bytes` count as written once its last write completed.
     func flush(_ side: ConnectionSide, bytes: Int) {
         guard let context = context(for: side), let last = takeHeld(side) else {
-            perform(machine.writeCompleted(to: side, bytes: bytes, success: false, now: .now()))
+            perform(machine.writeCompleted(to: side, bytes: bytes, success: false, now: eventLoop.now))
             return
         }
         let promise = eventLoop.makePromise(of: Void.self)
@@ -71,7 +71,7 @@ extension Connection {
             case .success: success = true
             case .failure: success = false
             }
-            self.perform(self.machine.writeCompleted(to: side, bytes: bytes, success: success, now: .now()))
+            self.perform(self.machine.writeCompleted(to: side, bytes: bytes, success: success, now: self.eventLoop.now))
         }
     }
 

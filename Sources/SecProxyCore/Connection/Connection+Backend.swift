@@ -24,7 +24,7 @@ extension Connection {
             wired = (target, index)
             pool?.balancer.opened(index)
             pool?.health?.record(index: index, success: true)
-            perform(machine.backendConnected(now: .now()))
+            perform(machine.backendConnected(now: eventLoop.now))
         case .failed(let reason, let detail):
             perform(machine.backendFailed(reason, detail: detail))
         case .cancelled:
@@ -96,7 +96,7 @@ extension Connection {
         timer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) {
             self.timer = nil
             self.timerDeadline = nil
-            self.perform(self.machine.timerFired(now: .now()))
+            self.perform(self.machine.timerFired(now: self.eventLoop.now))
             self.syncTimer()
         }
     }
@@ -115,7 +115,7 @@ extension Connection {
         ticket?.release()
         ticket = nil
         if let wired { pool?.balancer.closed(wired.index) }
-        let duration = NIODeadline.now() - acceptedAt
+        let duration = eventLoop.now - acceptedAt
         observer.connectionClosed(
             ConnectionSummary(
                 listener: runtime.name,

@@ -55,7 +55,7 @@ final class Connection {
         self.tracker = tracker
         self.observer = observer
         self.eventLoop = channel.eventLoop
-        self.acceptedAt = .now()
+        self.acceptedAt = channel.eventLoop.now
         self.ticket = ticket
         self.clientAddress = channel.remoteAddress
         self.localAddress = channel.localAddress
@@ -110,7 +110,7 @@ final class Connection {
         guard machine.isBeforeHandshakeEnd else { return }
         endHandshake()
         tlsInfo = info
-        let elapsed = NIODeadline.now() - acceptedAt
+        let elapsed = eventLoop.now - acceptedAt
         observer.handshakeCompleted(
             listener: runtime.name, tlsVersion: info.version, resumed: info.resumed,
             seconds: Double(elapsed.nanoseconds) / 1e9
@@ -121,7 +121,7 @@ final class Connection {
     }
 
     func read(_ buffer: ByteBuffer, from side: ConnectionSide) {
-        perform(machine.read(buffer, from: side, now: .now()))
+        perform(machine.read(buffer, from: side, now: eventLoop.now))
     }
 
     func readComplete(from side: ConnectionSide) {
@@ -133,7 +133,7 @@ final class Connection {
     }
 
     func inputClosed(_ side: ConnectionSide) {
-        perform(machine.inputClosed(side, now: .now()))
+        perform(machine.inputClosed(side, now: eventLoop.now))
         syncTimer()
     }
 
@@ -142,7 +142,7 @@ final class Connection {
         case .client: heldForClient = nil
         case .backend: heldForBackend = nil
         }
-        perform(machine.channelInactive(side, now: .now()))
+        perform(machine.channelInactive(side, now: eventLoop.now))
         syncTimer()
     }
 

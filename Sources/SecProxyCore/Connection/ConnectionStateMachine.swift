@@ -73,7 +73,7 @@ struct ConnectionStateMachine {
         var cancelConnect = false
     }
 
-    struct WireBackend {
+    struct WireBackend: Equatable {
         /// Client bytes that arrived while connecting, to write first.
         var held: CircularBuffer<ByteBuffer>
         var heldBytes: Int
@@ -83,7 +83,7 @@ struct ConnectionStateMachine {
         var readClient: Bool
     }
 
-    enum Action {
+    enum Action: Equatable {
         case none
         /// Hand `buffer` to the side's channel (written at the next flush).
         case write(ByteBuffer, to: ConnectionSide)
