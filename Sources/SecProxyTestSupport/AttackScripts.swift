@@ -310,7 +310,10 @@ def mode_backend(o):
             except BlockingIOError:
                 pass
             fillers.append(f)
-        time.sleep(0.2)
+        # The queue is full once a filler's connect completed (backlog 0 holds one): wait for that, not a guess.
+        _, connected, _ = select.select([], fillers, [], 5)
+        if not connected:
+            emit({"event": "error", "error": "accept queue did not fill"})
     else:
         srv.listen(128)
     emit({"event": "listening", "port": srv.getsockname()[1]})

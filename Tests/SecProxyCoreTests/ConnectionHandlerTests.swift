@@ -263,4 +263,35 @@ final class ConnectionHandlerTests: XCTestCase {
         XCTAssertEqual(world.observer.summaries.map(\.reason), [.maxConnections])
         XCTAssertFalse(first.socket.closed)
     }
+
+    func testPerClientLimitsApplyToTheClientAPROXYHeaderNamesAndToThePeerForUNKNOWN() throws {
+        let world = try ConnectionHarness(
+            listenerTOML: #"mode = "plain"\#naccept_proxy_protocol = true\#nmax_connections_per_ip = 1"#
+        )
+        func client(peer: String, port: Int, header: String) throws -> ClientEnd {
+            let end = try world.connect(from: peer, port: port)
+            end.socket.peerSends(ByteBuffer(string: header))
+            world.settle()
+            return end
+        }
+        // Behind one balancer, two real clients: each counted on its own.
+        let a = try client(peer: "10.0.0.5", port: 1, header: "PROXY TCP4 192.0.2.1 10.0.0.5 5000 443\r\n")
+        let b = try client(peer: "10.0.0.5", port: 2, header: "PROXY TCP4 192.0.2.2 10.0.0.5 5001 443\r\n")
+        XCTAssertFalse(a.socket.closed)
+        XCTAssertFalse(b.socket.closed)
+        XCTAssertTrue(a.connector.started)
+        let again = try client(peer: "10.0.0.5", port: 3, header: "PROXY TCP4 192.0.2.1 10.0.0.5 5002 443\r\n")
+        XCTAssertTrue(again.socket.closed)
+        XCTAssertFalse(again.connector.started, "refused before any backend is contacted")
+        XCTAssertEqual(world.observer.summaries.last?.reason, .perIPLimit)
+        XCTAssertEqual(world.observer.summaries.last?.client, "192.0.2.1:5002", "logged as the client the header named")
+
+        // UNKNOWN names no client: the socket's peer is counted, so it cannot dodge the limit.
+        let unknown = try client(peer: "10.0.0.7", port: 4, header: "PROXY UNKNOWN\r\n")
+        XCTAssertFalse(unknown.socket.closed)
+        let unknownAgain = try client(peer: "10.0.0.7", port: 5, header: "PROXY UNKNOWN\r\n")
+        XCTAssertTrue(unknownAgain.socket.closed)
+        XCTAssertEqual(world.observer.summaries.last?.reason, .perIPLimit)
+        XCTAssertEqual(world.observer.summaries.last?.client, "10.0.0.7:5")
+    }
 }

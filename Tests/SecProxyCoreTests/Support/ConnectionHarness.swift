@@ -130,6 +130,9 @@ final class ConnectionHarness {
         channel.remoteAddress = try SocketAddress(ipAddress: address, port: port)
         channel.localAddress = try SocketAddress(ipAddress: "127.0.0.1", port: 8443)
         try channel.pipeline.syncOperations.addHandler(socket)
+        if runtime.acceptProxyProtocol {
+            try channel.pipeline.syncOperations.addHandler(ProxyProtocolDecoder())
+        }
         try channel.pipeline.syncOperations.addHandler(
             AdmissionHandler(
                 runtime: runtime, tracker: tracker, limiter: limiter, observer: observer,
