@@ -81,7 +81,7 @@ let package = Package(
         .testTarget(
             name: "SecProxyCoreTests",
             dependencies: [
-                "SecProxyCore", "SecProxyConfig", "SecProxyTLS", "SecProxyTestSupport",
+                "SecProxyCore", "SecProxyConfig", "SecProxyTLS", "SecProxyTestSupport", "COpenSSL",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

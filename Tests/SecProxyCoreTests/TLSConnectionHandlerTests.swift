@@ -1,10 +1,11 @@
+import COpenSSL
 import NIOCore
 import NIOEmbedded
-import SecProxyTLS
 import SecProxyTestSupport
 import XCTest
 
 @testable import SecProxyCore
+@testable import SecProxyTLS
 
 /// What a TLS client on an `EmbeddedChannel` received.
 private final class ClientRecorder: ChannelInboundHandler {
@@ -188,5 +189,50 @@ final class TLSConnectionHandlerTests: XCTestCase {
         let summary = try XCTUnwrap(world.observer.summaries.first)
         XCTAssertEqual(summary.reason, .handshakeFailed)
         XCTAssertEqual(summary.detail, "http request")
+    }
+
+    /// A client that sends KeyUpdate requests (each answered by OpenSSL on its own) and never reads: what
+    /// piles up for it stays bounded, the proxy stops reading it, and `idle_timeout` ends the connection.
+    func testKeyUpdateFloodFromAClientThatNeverReadsStaysBounded() throws {
+        let world = try tlsWorld(#"idle_timeout = "300ms""#)
+        let proxySide = SimulatedSocket()
+        let end = try world.connect(socket: proxySide)
+        // A raw OpenSSL client, driven by hand so that it can be told to update its keys.
+        let client = try TLSConnection(role: .client(clientContext, serverName: "localhost"), allocator: .init())
+        var handshakeDone = false
+        for _ in 0..<20 where !handshakeDone {
+            if case .complete = client.doHandshake() { handshakeDone = true }
+            if let out = client.takeOutbound() { proxySide.peerSends(out) }
+            world.settle()
+            if let back = proxySide.takeNew() { client.receive(back) }
+        }
+        XCTAssertTrue(handshakeDone)
+        XCTAssertTrue(end.connector.started)
+
+        proxySide.peerReads = false
+        let reads = { proxySide.readRequests }
+        var sent = 0
+        var readsAtLimit: Int?
+        for round in 0..<5_000 {
+            XCTAssertEqual(SSL_key_update(client.ssl, SSL_KEY_UPDATE_REQUESTED), 1)
+            _ = client.doHandshake()
+            if let out = client.takeOutbound() {
+                sent += out.readableBytes
+                proxySide.peerSends(out)
+            }
+            world.settle()
+            XCTAssertLessThanOrEqual(
+                proxySide.queuedBytes, TLSHandler.maximumOwnOutbound + 4096,
+                "round \(round): OpenSSL's own output piles up for a client that does not read"
+            )
+            if proxySide.queuedBytes > TLSHandler.maximumOwnOutbound, readsAtLimit == nil { readsAtLimit = reads() }
+        }
+        let limitReached = try XCTUnwrap(readsAtLimit, "KeyUpdate answers never exceeded the limit (sent \(sent))")
+        XCTAssertLessThanOrEqual(reads(), limitReached + 1, "the client is not read while its answers are unsent")
+        XCTAssertGreaterThan(sent, 4 * TLSHandler.maximumOwnOutbound, "the client sent far more than is held")
+
+        world.advance(.milliseconds(301))
+        XCTAssertTrue(proxySide.closed)
+        XCTAssertEqual(world.observer.summaries.first?.reason, .idleTimeout)
     }
 }
