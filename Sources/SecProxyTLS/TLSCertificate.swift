@@ -165,11 +165,19 @@ public final class TLSCertificate: @unchecked Sendable {
 
 /// Runs `body` with a read-only memory BIO over `bytes`, freed afterwards.
 func withMemoryBIO<T>(_ bytes: [UInt8], _ body: (OpaquePointer) throws -> T) throws -> T {
-    try bytes.withUnsafeBytes { raw in
-        guard let bio = BIO_new_mem_buf(raw.baseAddress, Int32(raw.count)) else {
-            throw TLSError.drainingErrorQueue(operation: "BIO_new_mem_buf", fallback: "out of memory")
-        }
-        defer { BIO_free(bio) }
-        return try body(bio)
+    try bytes.withUnsafeBytes { try withMemoryBIO($0, body) }
+}
+
+/// Runs `body` with a read-only memory BIO over `secret` (the BIO reads the bytes in place, no copy).
+func withMemoryBIO<T>(_ secret: TLSSecretBytes, _ body: (OpaquePointer) throws -> T) throws -> T {
+    try secret.withUnsafeBytes { try withMemoryBIO($0, body) }
+}
+
+private func withMemoryBIO<T>(_ raw: UnsafeRawBufferPointer, _ body: (OpaquePointer) throws -> T) throws -> T {
+    ERR_clear_error()
+    guard let bio = BIO_new_mem_buf(raw.baseAddress, Int32(raw.count)) else {
+        throw TLSError.drainingErrorQueue(operation: "BIO_new_mem_buf", fallback: "out of memory")
     }
+    defer { BIO_free(bio) }
+    return try body(bio)
 }
