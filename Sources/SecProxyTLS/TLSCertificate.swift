@@ -99,6 +99,26 @@ public final class TLSCertificate: @unchecked Sendable {
         TLSPeerCertificateInfo(commonName: self.commonName, dnsNames: self.dnsNames, uris: self.uris)
     }
 
+    /// The DER encoding of the certificate.
+    ///
+    /// - Throws: `TLSError` when OpenSSL cannot encode it.
+    func derBytes() throws -> [UInt8] {
+        ERR_clear_error()
+        let count = i2d_X509(self.x509, nil)
+        guard count > 0 else {
+            throw TLSError.drainingErrorQueue(operation: "i2d_X509", fallback: "cannot encode certificate")
+        }
+        var der = [UInt8](repeating: 0, count: Int(count))
+        let written = der.withUnsafeMutableBufferPointer { buffer -> Int32 in
+            var cursor: UnsafeMutablePointer<UInt8>? = buffer.baseAddress
+            return i2d_X509(self.x509, &cursor)
+        }
+        guard written == count else {
+            throw TLSError.drainingErrorQueue(operation: "i2d_X509", fallback: "cannot encode certificate")
+        }
+        return der
+    }
+
     // MARK: - Field extraction
 
     private static func readCommonName(_ x509: OpaquePointer) -> String? {
