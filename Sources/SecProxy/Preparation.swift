@@ -269,7 +269,12 @@ struct FileChecker {
             }
         }
         if let ocsp = tls.ocspResponse, readable(ocsp, what: "OCSP response file") {
-            if let error = TLSSettingsValidation.validateOCSPResponseFile(ocsp.path) {
+            switch TLSSettingsValidation.checkOCSPResponseFile(ocsp.path, certificateChainFile: tls.cert.path, now: now) {
+            case .good:
+                break
+            case .notStapled(let reason):
+                diagnostics.append(.warning("OCSP response file '\(ocsp.written)' \(reason)", at: ocsp.location, file: path))
+            case .invalid(let error):
                 diagnostics.append(
                     .error("OCSP response file '\(ocsp.written)' is invalid: \(error.reason)", at: ocsp.location, file: path)
                 )

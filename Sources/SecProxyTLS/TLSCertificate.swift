@@ -47,8 +47,8 @@ public final class TLSCertificate: @unchecked Sendable {
         let names = Self.readSubjectAltNames(x509)
         self.dnsNames = names.dns
         self.uris = names.uris
-        self.notBefore = Date(timeIntervalSince1970: TimeInterval(Self.unixTime(X509_get0_notBefore(x509)) ?? 0))
-        self.notAfter = Date(timeIntervalSince1970: TimeInterval(Self.unixTime(X509_get0_notAfter(x509)) ?? 0))
+        self.notBefore = X509_get0_notBefore(x509).flatMap(Self.date(of:)) ?? Date(timeIntervalSince1970: 0)
+        self.notAfter = X509_get0_notAfter(x509).flatMap(Self.date(of:)) ?? Date(timeIntervalSince1970: 0)
     }
 
     deinit {
@@ -172,14 +172,14 @@ public final class TLSCertificate: @unchecked Sendable {
         return String(decoding: UnsafeBufferPointer(start: data, count: length), as: UTF8.self)
     }
 
-    private static func unixTime(_ time: UnsafePointer<ASN1_TIME>?) -> Int64? {
-        guard let time else { return nil }
+    /// An ASN.1 time (UTCTime or GeneralizedTime) as a `Date`; nil when OpenSSL cannot read it.
+    static func date(of time: UnsafePointer<ASN1_TIME>) -> Date? {
         var parts = tm()
         guard ASN1_TIME_to_tm(time, &parts) == 1 else {
             ERR_clear_error()
             return nil
         }
-        return Int64(timegm(&parts))
+        return Date(timeIntervalSince1970: TimeInterval(timegm(&parts)))
     }
 }
 

@@ -1,6 +1,12 @@
 import COpenSSL
 import CSecProxyOpenSSL
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
 /// Everything a TLS listener needs to accept connections: the default `SSL_CTX`, one per SNI
 /// certificate, the SNI name table, the ALPN list, the session ticket keys and the OCSP responses.
 /// Built once (off the event loops), immutable afterwards (but for random ticket keys, which
@@ -46,10 +52,12 @@ public final class TLSServerContext: @unchecked Sendable {
     ///   - sessionIDContext: replaces the digest of the configuration (tests only: two contexts with
     ///     different client authentication that still accept each other's sessions, to test what
     ///     happens behind the session ID context).
+    ///   - clock: the time OCSP responses are judged by, at load and at every handshake.
     init(
         configuration: TLSServerConfiguration,
         previous: TLSServerContext?,
-        sessionIDContext: TLSSessionIDContext?
+        sessionIDContext: TLSSessionIDContext?,
+        clock: @escaping @Sendable () -> Date = { Date() }
     ) throws {
         self.configuration = configuration
         for proto in configuration.alpn where proto.utf8.isEmpty || proto.utf8.count > 255 {
@@ -81,7 +89,8 @@ public final class TLSServerContext: @unchecked Sendable {
             ocspResponseFile: configuration.ocspResponseFile,
             configuration: configuration,
             sessionIDContext: self.sessionIDContext,
-            clientAuthentication: clientAuthentication
+            clientAuthentication: clientAuthentication,
+            clock: clock
         )
         var sniChains: [[TLSCertificate]] = []
         var sniContexts: [SSLContextBox] = []
@@ -93,7 +102,8 @@ public final class TLSServerContext: @unchecked Sendable {
                 ocspResponseFile: entry.ocspResponseFile,
                 configuration: configuration,
                 sessionIDContext: self.sessionIDContext,
-                clientAuthentication: clientAuthentication
+                clientAuthentication: clientAuthentication,
+                clock: clock
             )
             sniChains.append(chain)
             sniContexts.append(context)
@@ -225,7 +235,8 @@ public final class TLSServerContext: @unchecked Sendable {
         ocspResponseFile: String?,
         configuration: TLSServerConfiguration,
         sessionIDContext: TLSSessionIDContext,
-        clientAuthentication: ClientAuthentication?
+        clientAuthentication: ClientAuthentication?,
+        clock: @escaping @Sendable () -> Date
     ) throws -> SSLContextBox {
         let key: TLSPrivateKey
         do {
@@ -248,14 +259,26 @@ public final class TLSServerContext: @unchecked Sendable {
         try box.useCertificate(chain: chain, key: key, origin: keyFile)
 
         if let ocspResponseFile {
+            let response: TLSOCSPResponse
             do {
                 let issuer = chain.count > 1 ? chain[1] : nil
-                box.staple(try TLSOCSPResponse.load(file: ocspResponseFile, certificate: chain[0], issuer: issuer))
+                response = try TLSOCSPResponse.load(file: ocspResponseFile, certificate: chain[0], issuer: issuer)
             } catch let error as TLSError {
                 throw TLSError(
                     reason: "OCSP response \(ocspResponseFile): \(error.reason)",
                     description: "loading OCSP response: \(error.description)"
                 )
+            }
+            switch response.verdict(at: clock()) {
+            case .staple:
+                box.staple(response, clock: clock)
+            case .revoked:
+                throw TLSError.own(
+                    "OCSP response \(ocspResponseFile): certificate \(chain[0].displayName) is revoked"
+                )
+            case .unknownStatus, .notYetValid, .expired:
+                // Not stapled; `--check-config` and a reload warn about it (TLSSettingsValidation).
+                break
             }
         }
 
