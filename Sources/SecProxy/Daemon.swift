@@ -281,7 +281,8 @@ public final class Daemon: @unchecked Sendable {
         logger.info("reloading configuration")
         notifier.notify("RELOADING=1\nMONOTONIC_USEC=\(SystemdNotifier.monotonicMicroseconds())")
         defer { notifier.notify("READY=1\nSTATUS=\(tracker.count) connections open") }
-        let result = Preparation.prepare(path: path)
+        // The running configuration is passed in so that unchanged random ticket keys survive the reload.
+        let result = Preparation.prepare(path: path, previous: current)
         guard let prepared = result.prepared else {
             for diagnostic in result.diagnostics {
                 logger.error("\(diagnostic)")

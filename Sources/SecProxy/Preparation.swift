@@ -41,7 +41,12 @@ public enum Preparation {
     static let expiryWarningDays = 30
 
     /// Runs the whole preparation for the file at `path` (as the user gave it).
-    public static func prepare(path: String, now: Date = Date()) -> PreparationResult {
+    ///
+    /// - Parameter previous: the configuration in force, on a reload: a listener whose random ticket
+    ///   keys it keeps (`TLSServerContext(configuration:previous:)`) resumes sessions across the reload.
+    public static func prepare(
+        path: String, now: Date = Date(), previous: PreparedConfiguration? = nil
+    ) -> PreparationResult {
         let text: String
         switch readConfiguration(path: path) {
         case .success(let contents):
@@ -88,7 +93,10 @@ public enum Preparation {
                 }
                 guard listener.mode == .tls, let tls = listener.tls else { continue }
                 do {
-                    contexts[listener.name] = try TLSServerContext(configuration: try serverConfiguration(tls))
+                    contexts[listener.name] = try TLSServerContext(
+                        configuration: try serverConfiguration(tls, listener: listener.name),
+                        previous: previous?.tlsContexts[listener.name]
+                    )
                 } catch {
                     diagnostics.append(
                         .error("cannot set up TLS for listener '\(listener.name)': \(reasonText(error))", at: tls.location, file: path)
@@ -123,8 +131,8 @@ public enum Preparation {
         return configuration
     }
 
-    /// The TLS layer's settings for a listener's `[listener.tls]`.
-    static func serverConfiguration(_ tls: TLSSettings) throws -> TLSServerConfiguration {
+    /// The TLS layer's settings for the `[listener.tls]` of listener `listener`.
+    static func serverConfiguration(_ tls: TLSSettings, listener: String) throws -> TLSServerConfiguration {
         var configuration = TLSServerConfiguration(certificateChainFile: tls.cert.path, privateKeyFile: tls.key.path)
         configuration.sniCertificates = tls.sni.map {
             TLSSNICertificate(chainFile: $0.cert.path, keyFile: $0.key.path, names: $0.names)
@@ -139,6 +147,16 @@ public enum Preparation {
         configuration.clientCAFile = tls.clientCA?.path
         configuration.clientCertificateOptional = tls.clientAuth == .optional
         configuration.clientCRLFile = tls.clientCRL?.path
+        // Both are part of the session ID context: sessions never cross listeners, and a change of
+        // who may connect refuses the sessions from before it.
+        configuration.listenerName = listener
+        configuration.allowedClients = tls.allowedClients.map {
+            switch $0 {
+            case .commonName(let name): return "cn:\(name)"
+            case .dnsName(let name): return "dns:\(name.lowercased())"
+            case .uri(let uri): return "uri:\(uri)"
+            }
+        }
         configuration.strictSNI = tls.strictSNI
         configuration.ticketKeys = try tls.ticketKeyFile.map { try TLSTicketKey.load(file: $0.path) } ?? []
         configuration.ocspResponseFile = tls.ocspResponse?.path
@@ -251,7 +269,12 @@ struct FileChecker {
             }
         }
         if let ocsp = tls.ocspResponse, readable(ocsp, what: "OCSP response file") {
-            if let error = TLSSettingsValidation.validateOCSPResponseFile(ocsp.path) {
+            switch TLSSettingsValidation.checkOCSPResponseFile(ocsp.path, certificateChainFile: tls.cert.path, now: now) {
+            case .good:
+                break
+            case .notStapled(let reason):
+                diagnostics.append(.warning("OCSP response file '\(ocsp.written)' \(reason)", at: ocsp.location, file: path))
+            case .invalid(let error):
                 diagnostics.append(
                     .error("OCSP response file '\(ocsp.written)' is invalid: \(error.reason)", at: ocsp.location, file: path)
                 )

@@ -73,11 +73,16 @@ private func ticketKeyCallback(
         // OpenSSL's own ticket keys, always send a fresh one.
         result = found.isCurrent && SSL_version(ssl) != TLS1_3_VERSION ? 1 : 2
     }
-    let keyed = key.aesKey.withUnsafeBufferPointer { aes in
-        key.hmacKey.withUnsafeBufferPointer { hmac in
-            EVP_CipherInit_ex(cipherContext, cipher, nil, aes.baseAddress, iv, encrypt == 1 ? 1 : 0) == 1
-                && csp_evp_mac_ctx_set_hmac_sha256_key(macContext, hmac.baseAddress, hmac.count) == 1
-        }
+    // The keys are read in place: OpenSSL copies them into the cipher and MAC contexts, which it
+    // wipes when it frees them.
+    let keyed = key.withKeys { aes, hmac in
+        EVP_CipherInit_ex(cipherContext, cipher, nil, aes, iv, encrypt == 1 ? 1 : 0) == 1
+            && csp_evp_mac_ctx_set_hmac_sha256_key(macContext, hmac, 32) == 1
     }
-    return keyed ? result : -1
+    guard keyed else {
+        // The handshake fails with internal_error; what failed must not linger for the next call.
+        ERR_clear_error()
+        return -1
+    }
+    return result
 }

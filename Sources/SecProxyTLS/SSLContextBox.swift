@@ -121,9 +121,9 @@ final class SSLContextBox: @unchecked Sendable {
         }
     }
 
-    /// Verifies peers against the CAs of `caFile`: `SSL_VERIFY_PEER`, plus
-    /// `FAIL_IF_NO_PEER_CERT` when `required`.
-    func verifyPeers(caFile: String, required: Bool, sendCANames: Bool) throws {
+    /// Verifies servers against the CAs of `caFile` (the client side: backend TLS): `SSL_VERIFY_PEER`,
+    /// plus `FAIL_IF_NO_PEER_CERT` when `required`.
+    func verifyPeers(caFile: String, required: Bool) throws {
         // Parse first: a precise message for a bad file, and OpenSSL then re-reads what we know is good.
         _ = try TLSCertificate.loadChain(file: caFile)
         ERR_clear_error()
@@ -134,16 +134,6 @@ final class SSLContextBox: @unchecked Sendable {
                 fallback: "rejected"
             )
         }
-        if sendCANames {
-            guard let names = SSL_load_client_CA_file(caFile) else {
-                throw TLSError.drainingErrorQueue(
-                    operation: "SSL_load_client_CA_file(\(caFile))",
-                    prefix: "CA file: ",
-                    fallback: "no CA names"
-                )
-            }
-            SSL_CTX_set_client_CA_list(self.ctx, names)  // takes ownership
-        }
         var mode = csp_ssl_verify_peer()
         if required {
             mode |= csp_ssl_verify_fail_if_no_peer_cert()
@@ -151,22 +141,68 @@ final class SSLContextBox: @unchecked Sendable {
         SSL_CTX_set_verify(self.ctx, mode, nil)
     }
 
-    /// Adds every CRL of `crlFile` to the verification store and turns on CRL checks of the leaf.
-    func checkRevocation(crlFile: String) throws {
-        let crls = try TLSCRLFile.load(file: crlFile)
+    /// Verifies client certificates against `authorities` (whose names go into the
+    /// CertificateRequest): `SSL_VERIFY_PEER`, plus `FAIL_IF_NO_PEER_CERT` when `required`. The
+    /// certificates and CRLs come parsed from bytes the caller read once, so what is verified against
+    /// is exactly what the session ID context digested.
+    ///
+    /// - Parameters:
+    ///   - crls: CRLs carried by the CA file itself (added to the store, as `SSL_CTX_load_verify_file` does).
+    func verifyClients(authorities: [TLSCertificate], crls: TLSCRLFile, required: Bool) throws {
+        guard let store = SSL_CTX_get_cert_store(self.ctx) else {
+            throw TLSError.own("CA file: context has no certificate store")
+        }
+        for authority in authorities {
+            ERR_clear_error()
+            guard X509_STORE_add_cert(store, authority.x509) == 1 else {
+                throw TLSError.drainingErrorQueue(
+                    operation: "X509_STORE_add_cert",
+                    prefix: "CA file: ",
+                    fallback: "rejected"
+                )
+            }
+            guard SSL_CTX_add_client_CA(self.ctx, authority.x509) == 1 else {
+                throw TLSError.drainingErrorQueue(
+                    operation: "SSL_CTX_add_client_CA",
+                    prefix: "CA file: ",
+                    fallback: "no CA name"
+                )
+            }
+        }
+        try self.addCRLs(crls, to: store, what: "CA file")
+        var mode = csp_ssl_verify_peer()
+        if required {
+            mode |= csp_ssl_verify_fail_if_no_peer_cert()
+        }
+        SSL_CTX_set_verify(self.ctx, mode, nil)
+    }
+
+    /// Adds every CRL of `crls` to the verification store and turns on CRL checks of the leaf.
+    func checkRevocation(_ crls: TLSCRLFile) throws {
         guard let store = SSL_CTX_get_cert_store(self.ctx) else {
             throw TLSError.own("CRL file: context has no certificate store")
         }
+        try self.addCRLs(crls, to: store, what: "CRL file")
+        ERR_clear_error()
+        guard X509_STORE_set_flags(store, csp_x509_v_flag_crl_check()) == 1 else {
+            throw TLSError.drainingErrorQueue(
+                operation: "X509_STORE_set_flags(X509_V_FLAG_CRL_CHECK)",
+                prefix: "CRL file: ",
+                fallback: "rejected"
+            )
+        }
+    }
+
+    private func addCRLs(_ crls: TLSCRLFile, to store: OpaquePointer, what: String) throws {
         for crl in crls.crls {
             ERR_clear_error()
             guard X509_STORE_add_crl(store, crl) == 1 else {
                 throw TLSError.drainingErrorQueue(
-                    operation: "X509_STORE_add_crl(\(crlFile))",
-                    prefix: "CRL file: ",
+                    operation: "X509_STORE_add_crl",
+                    prefix: "\(what): ",
                     fallback: "rejected"
                 )
             }
         }
-        _ = X509_STORE_set_flags(store, csp_x509_v_flag_crl_check())
     }
 }

@@ -14,13 +14,25 @@ final class TLSCRLFile {
         }
     }
 
+    /// Reads and parses a PEM CRL file: at least one CRL, all of which parse.
     static func load(file: String) throws -> TLSCRLFile {
-        let bytes = try FileBytes.contents(of: file)
-        guard !bytes.isEmpty else {
-            throw TLSError.own("empty file", detail: file)
-        }
-        guard FileBytes.contains(bytes, "-----BEGIN ") else {
-            throw TLSError.own("not PEM", detail: file)
+        try self.load(pem: FileBytes.contents(of: file), origin: file)
+    }
+
+    /// Parses the bytes of a PEM CRL file (read once by the caller, who may digest the same bytes).
+    ///
+    /// - Parameter requireOne: false for a file where CRLs are optional (a CA bundle may carry
+    ///   them, as `SSL_CTX_load_verify_file` reads both); then non-CRL blocks are skipped.
+    static func load(pem bytes: [UInt8], origin: String, requireOne: Bool = true) throws -> TLSCRLFile {
+        if requireOne {
+            guard !bytes.isEmpty else {
+                throw TLSError.own("empty file", detail: origin)
+            }
+            guard FileBytes.contains(bytes, "-----BEGIN ") else {
+                throw TLSError.own("not PEM", detail: origin)
+            }
+        } else if !FileBytes.contains(bytes, "-----BEGIN X509 CRL-----") {
+            return TLSCRLFile(crls: [])
         }
         return try withMemoryBIO(bytes) { bio in
             var crls: [OpaquePointer] = []
@@ -32,12 +44,12 @@ final class TLSCRLFile {
             let code = ERR_peek_last_error()
             if ERR_GET_LIB(code) == ERR_LIB_PEM && ERR_GET_REASON(code) == PEM_R_NO_START_LINE {
                 ERR_clear_error()
-                guard !crls.isEmpty else {
-                    throw TLSError.own("no CRL found", detail: file)
+                guard !crls.isEmpty || !requireOne else {
+                    throw TLSError.own("no CRL found", detail: origin)
                 }
                 return owner
             }
-            throw TLSError.drainingErrorQueue(operation: "parsing CRL in \(file)", fallback: "CRL does not parse")
+            throw TLSError.drainingErrorQueue(operation: "parsing CRL in \(origin)", fallback: "CRL does not parse")
         }
     }
 }

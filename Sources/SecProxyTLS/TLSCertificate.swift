@@ -47,8 +47,8 @@ public final class TLSCertificate: @unchecked Sendable {
         let names = Self.readSubjectAltNames(x509)
         self.dnsNames = names.dns
         self.uris = names.uris
-        self.notBefore = Date(timeIntervalSince1970: TimeInterval(Self.unixTime(X509_get0_notBefore(x509)) ?? 0))
-        self.notAfter = Date(timeIntervalSince1970: TimeInterval(Self.unixTime(X509_get0_notAfter(x509)) ?? 0))
+        self.notBefore = X509_get0_notBefore(x509).flatMap(Self.date(of:)) ?? Date(timeIntervalSince1970: 0)
+        self.notAfter = X509_get0_notAfter(x509).flatMap(Self.date(of:)) ?? Date(timeIntervalSince1970: 0)
     }
 
     deinit {
@@ -97,6 +97,26 @@ public final class TLSCertificate: @unchecked Sendable {
     /// The peer-facing summary used in `TLSSessionInfo`.
     var peerInfo: TLSPeerCertificateInfo {
         TLSPeerCertificateInfo(commonName: self.commonName, dnsNames: self.dnsNames, uris: self.uris)
+    }
+
+    /// The DER encoding of the certificate.
+    ///
+    /// - Throws: `TLSError` when OpenSSL cannot encode it.
+    func derBytes() throws -> [UInt8] {
+        ERR_clear_error()
+        let count = i2d_X509(self.x509, nil)
+        guard count > 0 else {
+            throw TLSError.drainingErrorQueue(operation: "i2d_X509", fallback: "cannot encode certificate")
+        }
+        var der = [UInt8](repeating: 0, count: Int(count))
+        let written = der.withUnsafeMutableBufferPointer { buffer -> Int32 in
+            var cursor: UnsafeMutablePointer<UInt8>? = buffer.baseAddress
+            return i2d_X509(self.x509, &cursor)
+        }
+        guard written == count else {
+            throw TLSError.drainingErrorQueue(operation: "i2d_X509", fallback: "cannot encode certificate")
+        }
+        return der
     }
 
     // MARK: - Field extraction
@@ -152,24 +172,32 @@ public final class TLSCertificate: @unchecked Sendable {
         return String(decoding: UnsafeBufferPointer(start: data, count: length), as: UTF8.self)
     }
 
-    private static func unixTime(_ time: UnsafePointer<ASN1_TIME>?) -> Int64? {
-        guard let time else { return nil }
+    /// An ASN.1 time (UTCTime or GeneralizedTime) as a `Date`; nil when OpenSSL cannot read it.
+    static func date(of time: UnsafePointer<ASN1_TIME>) -> Date? {
         var parts = tm()
         guard ASN1_TIME_to_tm(time, &parts) == 1 else {
             ERR_clear_error()
             return nil
         }
-        return Int64(timegm(&parts))
+        return Date(timeIntervalSince1970: TimeInterval(timegm(&parts)))
     }
 }
 
 /// Runs `body` with a read-only memory BIO over `bytes`, freed afterwards.
 func withMemoryBIO<T>(_ bytes: [UInt8], _ body: (OpaquePointer) throws -> T) throws -> T {
-    try bytes.withUnsafeBytes { raw in
-        guard let bio = BIO_new_mem_buf(raw.baseAddress, Int32(raw.count)) else {
-            throw TLSError.drainingErrorQueue(operation: "BIO_new_mem_buf", fallback: "out of memory")
-        }
-        defer { BIO_free(bio) }
-        return try body(bio)
+    try bytes.withUnsafeBytes { try withMemoryBIO($0, body) }
+}
+
+/// Runs `body` with a read-only memory BIO over `secret` (the BIO reads the bytes in place, no copy).
+func withMemoryBIO<T>(_ secret: TLSSecretBytes, _ body: (OpaquePointer) throws -> T) throws -> T {
+    try secret.withUnsafeBytes { try withMemoryBIO($0, body) }
+}
+
+private func withMemoryBIO<T>(_ raw: UnsafeRawBufferPointer, _ body: (OpaquePointer) throws -> T) throws -> T {
+    ERR_clear_error()
+    guard let bio = BIO_new_mem_buf(raw.baseAddress, Int32(raw.count)) else {
+        throw TLSError.drainingErrorQueue(operation: "BIO_new_mem_buf", fallback: "out of memory")
     }
+    defer { BIO_free(bio) }
+    return try body(bio)
 }

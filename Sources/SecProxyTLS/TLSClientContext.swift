@@ -24,7 +24,7 @@ public final class TLSClientContext: @unchecked Sendable {
         )
         if let trustRootsFile = configuration.trustRootsFile {
             do {
-                try box.verifyPeers(caFile: trustRootsFile, required: true, sendCANames: false)
+                try box.verifyPeers(caFile: trustRootsFile, required: true)
             } catch let error as TLSError {
                 throw TLSError(
                     reason: "trust roots \(trustRootsFile): \(error.reason)",

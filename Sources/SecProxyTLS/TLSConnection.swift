@@ -35,6 +35,9 @@ final class TLSConnection {
     let sessionCacheKey: String?
     /// Set by the SNI callback when strict SNI refused the client's name ("" = no SNI).
     var rejectedServerName: String?
+    /// Set when a callback (or the end of the handshake) refused the connection for a reason of
+    /// ours, e.g. a resumed session without a required client certificate; it is the failure reported.
+    var refusal: TLSError?
 
     /// Plaintext chunk size: one TLS record.
     static let readChunkSize = 16 * 1024
@@ -157,6 +160,12 @@ final class TLSConnection {
         ERR_clear_error()
         let rc = SSL_do_handshake(self.ssl)
         if rc == 1 {
+            // The SNI callback refuses such a session before the ServerHello; this catches any path
+            // where OpenSSL resumed without calling it.
+            if case .server(let context) = self.role, let refusal = context.resumptionRefusal(self.ssl) {
+                self.refusal = refusal
+                return .failed(refusal)
+            }
             self.keepRenewedTLS12Session()
             return .complete
         }
@@ -238,6 +247,10 @@ final class TLSConnection {
     }
 
     private func failure(code: Int32, operation: String) -> TLSError {
+        if let refusal = self.refusal {
+            ERR_clear_error()
+            return refusal
+        }
         if let rejected = self.rejectedServerName {
             ERR_clear_error()
             let shown = rejected.isEmpty ? "no SNI" : "SNI \(rejected)"
@@ -279,6 +292,8 @@ final class TLSConnection {
             alpnLength > 0
                 ? String(decoding: UnsafeBufferPointer(start: pointer, count: Int(alpnLength)), as: UTF8.self) : nil
         }
+        // The session's peer certificate: for a resumed session, the one verified when the session
+        // was established (it travels inside the ticket), so `allowed_clients` is checked on it.
         let peer = SSL_get1_peer_certificate(self.ssl).map { TLSCertificate(taking: $0).peerInfo }
         ERR_clear_error()
         return TLSSessionInfo(

@@ -1,20 +1,90 @@
 import COpenSSL
 import CSecProxyOpenSSL
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
 /// A DER OCSP response to staple, checked when loaded and immutable afterwards. The status callback
 /// hands every handshake that asks for it a copy (OpenSSL frees the copy).
 final class TLSOCSPResponse: @unchecked Sendable {
+    /// What the response says about the certificate it was loaded for.
+    struct CertificateStatus: Sendable, Equatable {
+        enum Kind: Sendable, Equatable {
+            case good
+            /// With the revocation time.
+            case revoked(Date)
+            case unknown
+        }
+        var kind: Kind
+        /// `thisUpdate`: the status is known to be correct at this time.
+        var thisUpdate: Date
+        /// `nextUpdate`: newer information will be available then; nil = at any time (RFC 6960 4.2.2.1).
+        var nextUpdate: Date?
+    }
+
+    /// Whether to staple the response at some instant.
+    enum Verdict: Sendable, Equatable {
+        /// Status good, within thisUpdate...nextUpdate.
+        case staple
+        /// The certificate is revoked: a configuration error.
+        case revoked(Date)
+        /// The responder does not know the certificate: pointless to staple.
+        case unknownStatus
+        /// `thisUpdate` is still ahead (beyond the allowed clock skew).
+        case notYetValid(thisUpdate: Date)
+        /// `nextUpdate` has passed: must-staple clients would fail hard on it.
+        case expired(nextUpdate: Date)
+    }
+
+    /// How far `thisUpdate` may be ahead of our clock (responder and server clocks differ a little;
+    /// OpenSSL's `OCSP_check_validity` documentation suggests five minutes).
+    static let allowedClockSkew: TimeInterval = 300
+
     /// The whole DER `OCSPResponse`, as sent.
     let der: [UInt8]
+    /// The status of the certificate it was loaded for; nil when loaded without a certificate.
+    let status: CertificateStatus?
 
-    private init(der: [UInt8]) {
+    private init(der: [UInt8], status: CertificateStatus?) {
         self.der = der
+        self.status = status
+    }
+
+    /// What to do with the response at `now`. Without a known status (loaded without a certificate):
+    /// `.staple`, as the structure is all that could be checked.
+    func verdict(at now: Date) -> Verdict {
+        guard let status = self.status else { return .staple }
+        switch status.kind {
+        case .revoked(let time):
+            return .revoked(time)
+        case .unknown:
+            return .unknownStatus
+        case .good:
+            break
+        }
+        if status.thisUpdate.timeIntervalSince(now) > Self.allowedClockSkew {
+            return .notYetValid(thisUpdate: status.thisUpdate)
+        }
+        if let nextUpdate = status.nextUpdate, nextUpdate <= now {
+            return .expired(nextUpdate: nextUpdate)
+        }
+        return .staple
+    }
+
+    /// At run time: whether the response may still be stapled at `now` (not past `nextUpdate`).
+    func isFresh(at now: Date) -> Bool {
+        guard let nextUpdate = self.status?.nextUpdate else { return true }
+        return now < nextUpdate
     }
 
     /// Reads and checks a DER OCSP response: it must parse as one `OCSPResponse` with nothing after
     /// it, have status "successful" and carry a basic response. With `certificate`, the response must
     /// also answer for it (the same issuer and serial when `issuer` is known, else the same serial),
-    /// which catches the stale file left over from the previous certificate.
+    /// which catches the stale file left over from the previous certificate, and its status and
+    /// validity window are read (`status`, `verdict(at:)`).
     ///
     /// - Throws: `TLSError` whose reason says what is wrong (the file is named by the caller).
     static func load(
@@ -49,9 +119,10 @@ final class TLSOCSPResponse: @unchecked Sendable {
         guard consumed == der.count else {
             throw TLSError.own("not a DER OCSP response: \(der.count - consumed) bytes after it", detail: file)
         }
-        let status = OCSP_response_status(response)
-        guard status == csp_ocsp_response_status_successful() else {
-            let name = OCSP_response_status_str(Int(status)).map { String(cString: $0) } ?? "\(status)"
+        let responseStatus = OCSP_response_status(response)
+        guard responseStatus == csp_ocsp_response_status_successful() else {
+            let name =
+                OCSP_response_status_str(Int(responseStatus)).map { String(cString: $0) } ?? "\(responseStatus)"
             throw TLSError.own("OCSP response status is \(name), not successful", detail: file)
         }
         guard let basic = OCSP_response_get1_basic(response) else {
@@ -62,24 +133,62 @@ final class TLSOCSPResponse: @unchecked Sendable {
             )
         }
         defer { OCSP_BASICRESP_free(basic) }
+        var certificateStatus: CertificateStatus?
         if let certificate {
-            guard Self.answers(basic, for: certificate, issuer: issuer) else {
+            guard let single = Self.singleResponse(of: basic, for: certificate, issuer: issuer) else {
                 throw TLSError.own(
                     "OCSP response is not for certificate \(certificate.displayName)",
                     detail: file
                 )
             }
+            certificateStatus = try Self.status(of: single, file: file)
         }
         ERR_clear_error()
-        return TLSOCSPResponse(der: der)
+        return TLSOCSPResponse(der: der, status: certificateStatus)
     }
 
-    /// Whether one of the single responses of `basic` is about `certificate`.
-    private static func answers(
-        _ basic: OpaquePointer,
+    /// The status, revocation time and validity window of one single response.
+    private static func status(of single: OpaquePointer, file: String) throws -> CertificateStatus {
+        ERR_clear_error()
+        var reason: Int32 = 0
+        var revoked: UnsafeMutablePointer<ASN1_GENERALIZEDTIME>?
+        var thisUpdate: UnsafeMutablePointer<ASN1_GENERALIZEDTIME>?
+        var nextUpdate: UnsafeMutablePointer<ASN1_GENERALIZEDTIME>?
+        let code = OCSP_single_get0_status(single, &reason, &revoked, &thisUpdate, &nextUpdate)
+        guard let thisUpdate, let thisUpdateDate = TLSCertificate.date(of: thisUpdate) else {
+            throw TLSError.own("OCSP response has no valid thisUpdate time", detail: file)
+        }
+        var nextUpdateDate: Date?
+        if let nextUpdate {
+            guard let date = TLSCertificate.date(of: nextUpdate) else {
+                throw TLSError.own("OCSP response has an invalid nextUpdate time", detail: file)
+            }
+            nextUpdateDate = date
+        }
+        let kind: CertificateStatus.Kind
+        switch code {
+        case V_OCSP_CERTSTATUS_GOOD:
+            kind = .good
+        case V_OCSP_CERTSTATUS_REVOKED:
+            kind = .revoked(revoked.flatMap { TLSCertificate.date(of: $0) } ?? thisUpdateDate)
+        case V_OCSP_CERTSTATUS_UNKNOWN:
+            kind = .unknown
+        default:
+            throw TLSError.drainingErrorQueue(
+                operation: "reading OCSP response in \(file)",
+                prefix: "OCSP response: ",
+                fallback: "no certificate status"
+            )
+        }
+        return CertificateStatus(kind: kind, thisUpdate: thisUpdateDate, nextUpdate: nextUpdateDate)
+    }
+
+    /// The single response of `basic` that is about `certificate`, if any (owned by `basic`).
+    private static func singleResponse(
+        of basic: OpaquePointer,
         for certificate: TLSCertificate,
         issuer: TLSCertificate?
-    ) -> Bool {
+    ) -> OpaquePointer? {
         defer { ERR_clear_error() }
         for index in 0..<OCSP_resp_count(basic) {
             guard let single = OCSP_resp_get0(basic, index),
@@ -94,11 +203,11 @@ final class TLSOCSPResponse: @unchecked Sendable {
                     let ours = OCSP_cert_to_id(digest, certificate.x509, issuer.x509)
                 else { continue }
                 defer { OCSP_CERTID_free(ours) }
-                if OCSP_id_cmp(ours, id) == 0 { return true }
+                if OCSP_id_cmp(ours, id) == 0 { return single }
             } else if let serial, ASN1_INTEGER_cmp(serial, X509_get0_serialNumber(certificate.x509)) == 0 {
-                return true
+                return single
             }
         }
-        return false
+        return nil
     }
 }

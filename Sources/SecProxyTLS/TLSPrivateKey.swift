@@ -16,27 +16,29 @@ public final class TLSPrivateKey: @unchecked Sendable {
 
     /// Loads a PEM private key (PKCS#8, traditional RSA or EC).
     ///
+    /// The file's bytes are read into `TLSSecretBytes` and parsed in place, so our one copy of the
+    /// key's PEM text is wiped as soon as the key is parsed; the `EVP_PKEY` wipes its key when freed.
+    ///
     /// - Parameter file: path of the PEM file.
     /// - Throws: `TLSError` when the file cannot be read, is empty, not PEM, encrypted
     ///   ("encrypted private keys are not supported") or does not parse.
     public static func load(file: String) throws -> TLSPrivateKey {
-        try self.load(pem: FileBytes.contents(of: file), origin: file)
+        try self.load(pem: TLSSecretBytes.load(file: file), origin: file)
     }
 
-    static func load(pem bytes: [UInt8], origin: String) throws -> TLSPrivateKey {
-        guard !bytes.isEmpty else {
+    /// Parses a PEM private key from `bytes` (a copy the caller wipes by releasing it).
+    static func load(pem bytes: TLSSecretBytes, origin: String) throws -> TLSPrivateKey {
+        guard bytes.count > 0 else {
             throw TLSError.own("empty file", detail: origin)
         }
-        guard FileBytes.contains(bytes, "-----BEGIN ") else {
+        guard bytes.contains("-----BEGIN ") else {
             throw TLSError.own("not PEM", detail: origin)
         }
-        if FileBytes.contains(bytes, "-----BEGIN ENCRYPTED PRIVATE KEY-----")
-            || FileBytes.contains(bytes, "Proc-Type: 4,ENCRYPTED")
-        {
+        if bytes.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") || bytes.contains("Proc-Type: 4,ENCRYPTED") {
             throw TLSError.own("encrypted private keys are not supported", detail: origin)
         }
         // "-----BEGIN PRIVATE KEY-----", "-----BEGIN RSA PRIVATE KEY-----", "-----BEGIN EC PRIVATE KEY-----".
-        guard FileBytes.contains(bytes, "PRIVATE KEY-----") else {
+        guard bytes.contains("PRIVATE KEY-----") else {
             throw TLSError.own("no private key found", detail: origin)
         }
         return try withMemoryBIO(bytes) { bio in

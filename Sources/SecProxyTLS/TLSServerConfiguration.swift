@@ -29,6 +29,12 @@ public struct TLSServerConfiguration: Sendable {
     public var clientCertificateOptional: Bool = false
     /// PEM CRL file checked for client certificates.
     public var clientCRLFile: String? = nil
+    /// The listener's name. Part of the session ID context, so that sessions never cross listeners.
+    public var listenerName: String = ""
+    /// `allowed_clients` in a canonical form ("cn:billing", "dns:worker.internal" lowercased,
+    /// "uri:spiffe://..."). Not enforced here (the data path checks the peer certificate of every
+    /// handshake, resumed or not), but part of the session ID context: a change refuses earlier sessions.
+    public var allowedClients: [String] = []
     /// true: no or unknown SNI is refused with an unrecognized_name alert.
     public var strictSNI: Bool = false
     /// DER OCSP response for the default certificate, stapled when a client asks; nil = no stapling.

@@ -1,6 +1,12 @@
 import COpenSSL
 import CSecProxyOpenSSL
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
 /// Everything a TLS listener needs to accept connections: the default `SSL_CTX`, one per SNI
 /// certificate, the SNI name table, the ALPN list, the session ticket keys and the OCSP responses.
 /// Built once (off the event loops), immutable afterwards (but for random ticket keys, which
@@ -24,32 +30,80 @@ public final class TLSServerContext: @unchecked Sendable {
     /// ALPN protocols in server preference order, as bytes.
     private let alpnProtocols: [[UInt8]]
     /// The session ticket keys of every context; nil when tickets are off.
-    private let ticketKeyStore: TLSTicketKeyStore?
+    let ticketKeyStore: TLSTicketKeyStore?
+    /// The session ID context of every `SSL_CTX` of the listener (`TLSSessionIDContext`).
+    let sessionIDContext: TLSSessionIDContext
+    /// `client_auth = "require"`: a resumed session must carry a client certificate.
+    private let requiresClientCertificate: Bool
 
     /// Builds every `SSL_CTX` of a listener.
     ///
+    /// - Parameters:
+    ///   - previous: the context this one replaces on a reload, if any. When both use random ticket
+    ///     keys (tickets on, no `ticketKeys`), the new context keeps the old one's keys and rotation
+    ///     schedule, so a reload does not throw every ticket away. Whether a kept ticket still resumes
+    ///     is the session ID context's decision: a reload that changed who may connect refuses it.
     /// - Throws: `TLSError` whose reason says what failed (a file, the key match, a cipher string, ...).
-    public init(configuration: TLSServerConfiguration) throws {
+    public convenience init(configuration: TLSServerConfiguration, previous: TLSServerContext? = nil) throws {
+        try self.init(configuration: configuration, previous: previous, sessionIDContext: nil)
+    }
+
+    /// - Parameters:
+    ///   - sessionIDContext: replaces the digest of the configuration (tests only: two contexts with
+    ///     different client authentication that still accept each other's sessions, to test what
+    ///     happens behind the session ID context).
+    ///   - clock: the time OCSP responses are judged by, at load and at every handshake.
+    init(
+        configuration: TLSServerConfiguration,
+        previous: TLSServerContext?,
+        sessionIDContext: TLSSessionIDContext?,
+        clock: @escaping @Sendable () -> Date = { Date() }
+    ) throws {
         self.configuration = configuration
         for proto in configuration.alpn where proto.utf8.isEmpty || proto.utf8.count > 255 {
             throw TLSError.own("ALPN protocol must be 1 to 255 bytes", detail: proto)
         }
         self.alpnProtocols = configuration.alpn.map { Array($0.utf8) }
 
-        let (defaultChain, defaultContext) = try Self.makeContext(
-            chainFile: configuration.certificateChainFile,
+        // Everything that decides who may connect is read once: what the session ID context digests
+        // is exactly what the contexts verify against.
+        let clientAuthentication = try ClientAuthentication.load(configuration)
+        self.requiresClientCertificate = clientAuthentication?.required ?? false
+        let defaultChain = try Self.loadChain(file: configuration.certificateChainFile)
+        self.sessionIDContext =
+            try sessionIDContext
+            ?? TLSSessionIDContext(
+                TLSSessionIDContext.Inputs(
+                    listenerName: configuration.listenerName,
+                    defaultCertificateDER: defaultChain[0].derBytes(),
+                    clientCA: clientAuthentication?.caBytes,
+                    clientCRL: clientAuthentication?.crlBytes,
+                    clientAuthentication: clientAuthentication.map { $0.required ? .require : .optional } ?? .none,
+                    allowedClients: configuration.allowedClients
+                )
+            )
+
+        let defaultContext = try Self.makeContext(
+            chain: defaultChain,
             keyFile: configuration.privateKeyFile,
             ocspResponseFile: configuration.ocspResponseFile,
-            configuration: configuration
+            configuration: configuration,
+            sessionIDContext: self.sessionIDContext,
+            clientAuthentication: clientAuthentication,
+            clock: clock
         )
         var sniChains: [[TLSCertificate]] = []
         var sniContexts: [SSLContextBox] = []
         for entry in configuration.sniCertificates {
-            let (chain, context) = try Self.makeContext(
-                chainFile: entry.chainFile,
+            let chain = try Self.loadChain(file: entry.chainFile)
+            let context = try Self.makeContext(
+                chain: chain,
                 keyFile: entry.keyFile,
                 ocspResponseFile: entry.ocspResponseFile,
-                configuration: configuration
+                configuration: configuration,
+                sessionIDContext: self.sessionIDContext,
+                clientAuthentication: clientAuthentication,
+                clock: clock
             )
             sniChains.append(chain)
             sniContexts.append(context)
@@ -61,10 +115,14 @@ public final class TLSServerContext: @unchecked Sendable {
 
         if configuration.sessionTickets {
             let store: TLSTicketKeyStore
-            if configuration.ticketKeys.isEmpty {
-                store = try TLSTicketKeyStore(rotatingEvery: TLSDefaults.ticketKeyRotationInterval)
-            } else {
+            if !configuration.ticketKeys.isEmpty {
                 store = TLSTicketKeyStore(fixed: configuration.ticketKeys)
+            } else if let previous, previous.configuration.sessionTickets, previous.configuration.ticketKeys.isEmpty,
+                let kept = previous.ticketKeyStore
+            {
+                store = kept
+            } else {
+                store = try TLSTicketKeyStore(rotatingEvery: TLSDefaults.ticketKeyRotationInterval)
             }
             for box in [defaultContext] + sniContexts {
                 try box.useTicketKeys(store)
@@ -106,21 +164,80 @@ public final class TLSServerContext: @unchecked Sendable {
         self.ticketKeyStore?.rotate()
     }
 
-    private static func makeContext(
-        chainFile: String,
-        keyFile: String,
-        ocspResponseFile: String?,
-        configuration: TLSServerConfiguration
-    ) throws -> ([TLSCertificate], SSLContextBox) {
-        let chain: [TLSCertificate]
+    /// The client CA and CRL of a listener, read and parsed once.
+    private struct ClientAuthentication {
+        /// The bytes of the `client_ca` file.
+        var caBytes: [UInt8]
+        var authorities: [TLSCertificate]
+        /// CRLs inside the CA file itself.
+        var caCRLs: TLSCRLFile
+        /// The bytes of the `client_crl` file.
+        var crlBytes: [UInt8]?
+        var crls: TLSCRLFile?
+        /// `client_auth = "require"`.
+        var required: Bool
+
+        /// nil without `clientCAFile` (then `clientCRLFile` is ignored).
+        static func load(_ configuration: TLSServerConfiguration) throws -> ClientAuthentication? {
+            guard let caFile = configuration.clientCAFile else { return nil }
+            let caBytes: [UInt8]
+            let authorities: [TLSCertificate]
+            let caCRLs: TLSCRLFile
+            do {
+                caBytes = try FileBytes.contents(of: caFile)
+                authorities = try TLSCertificate.loadChain(pem: caBytes, origin: caFile)
+                caCRLs = try TLSCRLFile.load(pem: caBytes, origin: caFile, requireOne: false)
+            } catch let error as TLSError {
+                throw TLSError(
+                    reason: "client CA \(caFile): \(error.reason)",
+                    description: "loading client CA: \(error.description)"
+                )
+            }
+            var crlBytes: [UInt8]?
+            var crls: TLSCRLFile?
+            if let crlFile = configuration.clientCRLFile {
+                do {
+                    let bytes = try FileBytes.contents(of: crlFile)
+                    crls = try TLSCRLFile.load(pem: bytes, origin: crlFile)
+                    crlBytes = bytes
+                } catch let error as TLSError {
+                    throw TLSError(
+                        reason: "client CRL \(crlFile): \(error.reason)",
+                        description: "loading client CRL: \(error.description)"
+                    )
+                }
+            }
+            return ClientAuthentication(
+                caBytes: caBytes,
+                authorities: authorities,
+                caCRLs: caCRLs,
+                crlBytes: crlBytes,
+                crls: crls,
+                required: !configuration.clientCertificateOptional
+            )
+        }
+    }
+
+    private static func loadChain(file: String) throws -> [TLSCertificate] {
         do {
-            chain = try TLSCertificate.loadChain(file: chainFile)
+            return try TLSCertificate.loadChain(file: file)
         } catch let error as TLSError {
             throw TLSError(
-                reason: "certificate \(chainFile): \(error.reason)",
+                reason: "certificate \(file): \(error.reason)",
                 description: "loading certificate chain: \(error.description)"
             )
         }
+    }
+
+    private static func makeContext(
+        chain: [TLSCertificate],
+        keyFile: String,
+        ocspResponseFile: String?,
+        configuration: TLSServerConfiguration,
+        sessionIDContext: TLSSessionIDContext,
+        clientAuthentication: ClientAuthentication?,
+        clock: @escaping @Sendable () -> Date
+    ) throws -> SSLContextBox {
         let key: TLSPrivateKey
         do {
             key = try TLSPrivateKey.load(file: keyFile)
@@ -142,52 +259,79 @@ public final class TLSServerContext: @unchecked Sendable {
         try box.useCertificate(chain: chain, key: key, origin: keyFile)
 
         if let ocspResponseFile {
+            let response: TLSOCSPResponse
             do {
                 let issuer = chain.count > 1 ? chain[1] : nil
-                box.staple(try TLSOCSPResponse.load(file: ocspResponseFile, certificate: chain[0], issuer: issuer))
+                response = try TLSOCSPResponse.load(file: ocspResponseFile, certificate: chain[0], issuer: issuer)
             } catch let error as TLSError {
                 throw TLSError(
                     reason: "OCSP response \(ocspResponseFile): \(error.reason)",
                     description: "loading OCSP response: \(error.description)"
                 )
             }
+            switch response.verdict(at: clock()) {
+            case .staple:
+                box.staple(response, clock: clock)
+            case .revoked:
+                throw TLSError.own(
+                    "OCSP response \(ocspResponseFile): certificate \(chain[0].displayName) is revoked"
+                )
+            case .unknownStatus, .notYetValid, .expired:
+                // Not stapled; `--check-config` and a reload warn about it (TLSSettingsValidation).
+                break
+            }
         }
 
         ERR_clear_error()
         _ = csp_ssl_ctx_set_session_cache_mode_server(box.ctx)
         _ = csp_ssl_ctx_sess_set_cache_size(box.ctx, TLSDefaults.sessionCacheSize)
-        let sidSet = TLSDefaults.sessionIDContext.withUnsafeBufferPointer {
-            SSL_CTX_set_session_id_context(box.ctx, $0.baseAddress, UInt32($0.count))
-        }
-        guard sidSet == 1 else {
-            throw TLSError.drainingErrorQueue(operation: "SSL_CTX_set_session_id_context", fallback: "rejected")
-        }
+        // Every context of the listener gets the same session ID context. OpenSSL compares it when it
+        // resumes (TLS 1.2 session IDs and tickets, TLS 1.3 PSKs), before the SNI callback may switch
+        // the connection to another context; `SSL_set_SSL_CTX` then copies the new context's value,
+        // the same one, so new sessions carry it too whatever certificate SNI chose.
+        try sessionIDContext.install(on: box.ctx)
 
-        if let caFile = configuration.clientCAFile {
+        if let clientAuthentication {
             do {
-                try box.verifyPeers(
-                    caFile: caFile,
-                    required: !configuration.clientCertificateOptional,
-                    sendCANames: true
+                try box.verifyClients(
+                    authorities: clientAuthentication.authorities,
+                    crls: clientAuthentication.caCRLs,
+                    required: clientAuthentication.required
                 )
             } catch let error as TLSError {
                 throw TLSError(
-                    reason: "client CA \(caFile): \(error.reason)",
+                    reason: "client CA \(configuration.clientCAFile ?? ""): \(error.reason)",
                     description: "loading client CA: \(error.description)"
                 )
             }
-            if let crlFile = configuration.clientCRLFile {
+            if let crls = clientAuthentication.crls {
                 do {
-                    try box.checkRevocation(crlFile: crlFile)
+                    try box.checkRevocation(crls)
                 } catch let error as TLSError {
                     throw TLSError(
-                        reason: "client CRL \(crlFile): \(error.reason)",
+                        reason: "client CRL \(configuration.clientCRLFile ?? ""): \(error.reason)",
                         description: "loading client CRL: \(error.description)"
                     )
                 }
             }
         }
-        return (chain, box)
+        return box
+    }
+
+    /// Defence in depth behind the session ID context: with `client_auth = "require"`, a resumed
+    /// session that carries no client certificate is refused (it cannot come from this listener's
+    /// configuration; a session ID context that matched it anyway must not let it through).
+    ///
+    /// - Returns: the error to fail the handshake with, or nil.
+    func resumptionRefusal(_ ssl: OpaquePointer) -> TLSError? {
+        guard self.requiresClientCertificate, SSL_session_reused(ssl) == 1,
+            SSL_get0_peer_certificate(ssl) == nil
+        else { return nil }
+        return TLSError(
+            reason: "resumed session without client certificate",
+            description: "handshake: refused to resume a session that carries no client certificate "
+                + "(client_auth = \"require\")"
+        )
     }
 
     /// The names a certificate answers for: its DNS SANs, else its CN.
@@ -199,7 +343,16 @@ public final class TLSServerContext: @unchecked Sendable {
     // MARK: - Callbacks
 
     /// Chooses the certificate for the client's SNI (inside `SSL_do_handshake`).
+    ///
+    /// OpenSSL calls it after it decided on resumption (`SSL_session_reused` and the session's peer
+    /// certificate are known) and before the ServerHello, so this is also where a resumed session is
+    /// refused without a Finished message ever sent for it (`resumptionRefusal`).
     fileprivate func selectCertificate(ssl: OpaquePointer, alert: UnsafeMutablePointer<Int32>?) -> Int32 {
+        if let refusal = self.resumptionRefusal(ssl) {
+            TLSConnection.from(ssl: ssl)?.refusal = refusal
+            alert?.pointee = csp_ssl_ad_handshake_failure()
+            return csp_ssl_tlsext_err_alert_fatal()
+        }
         let serverName = SSL_get_servername(ssl, csp_tlsext_nametype_host_name()).map { String(cString: $0) }
         let target = serverName.flatMap { self.names.lookup($0) }
         switch target {

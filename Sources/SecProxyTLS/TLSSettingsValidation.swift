@@ -1,6 +1,19 @@
 import COpenSSL
 import CSecProxyOpenSSL
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Checks of single TLS settings, for `--check-config` to point at the right key.
 /// Each returns nil when OpenSSL accepts the value, else the error (OpenSSL's reason).
 public enum TLSSettingsValidation {
@@ -71,6 +84,62 @@ public enum TLSSettingsValidation {
         } catch {
             return (error as? TLSError) ?? TLSError(reason: "\(error)")
         }
+    }
+
+    /// What `--check-config` (and a reload) says about a stapled OCSP response.
+    public enum OCSPResponseCheck: Sendable, Equatable {
+        /// Status good, within its validity window: stapled.
+        case good
+        /// Usable but not stapled (expired, not yet valid, status unknown): a warning; the reason
+        /// reads after the file's name ("expired at ...; it is not stapled").
+        case notStapled(reason: String)
+        /// Unusable (does not parse, not for the certificate, certificate revoked): an error.
+        case invalid(TLSError)
+    }
+
+    /// Checks the OCSP response at `path` for the leaf of `certificateChainFile` at `now`: it must parse,
+    /// answer for that certificate, and say `good` within thisUpdate...nextUpdate to be stapled.
+    /// When the certificate cannot be read (reported at its own key), only the structure is checked.
+    public static func checkOCSPResponseFile(
+        _ path: String,
+        certificateChainFile: String,
+        now: Date = Date()
+    ) -> OCSPResponseCheck {
+        guard let chain = try? TLSCertificate.loadChain(file: certificateChainFile) else {
+            return self.validateOCSPResponseFile(path).map { .invalid($0) } ?? .good
+        }
+        let response: TLSOCSPResponse
+        do {
+            response = try TLSOCSPResponse.load(file: path, certificate: chain[0], issuer: chain.count > 1 ? chain[1] : nil)
+        } catch {
+            return .invalid((error as? TLSError) ?? TLSError(reason: "\(error)"))
+        }
+        switch response.verdict(at: now) {
+        case .staple:
+            return .good
+        case .revoked(let time):
+            return .invalid(
+                TLSError(reason: "certificate \(chain[0].displayName) is revoked (since \(Self.utc(time)))")
+            )
+        case .unknownStatus:
+            return .notStapled(reason: "gives the status of certificate \(chain[0].displayName) as unknown; it is not stapled")
+        case .notYetValid(let thisUpdate):
+            return .notStapled(reason: "is not valid before \(Self.utc(thisUpdate)) (thisUpdate); it is not stapled")
+        case .expired(let nextUpdate):
+            return .notStapled(
+                reason: "expired at \(Self.utc(nextUpdate)) (nextUpdate); it is not stapled until a fresh response replaces it"
+            )
+        }
+    }
+
+    /// "2026-11-20 10:00:00 UTC".
+    static func utc(_ date: Date) -> String {
+        var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
+        var parts = tm()
+        guard gmtime_r(&seconds, &parts) != nil else { return "\(seconds)" }
+        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday)) "
+            + "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) UTC"
     }
 
     private static func withScratchContext(_ body: (OpaquePointer) -> TLSError?) -> TLSError? {

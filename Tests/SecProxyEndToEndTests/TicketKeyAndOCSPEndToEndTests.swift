@@ -35,13 +35,16 @@ final class TicketKeyAndOCSPEndToEndTests: ProxyTestCase {
         return (run.exitCode, run.stdout + run.stderr)
     }
 
-    /// Starts one daemon with one TLS listener using `tlsSettings`; returns it with its port.
+    /// Starts one daemon (config file `name.toml`) with one TLS listener (named `listener`, default `name`) using
+    /// `tlsSettings`; returns it with its port.
     private func startTLSProxy(
         _ name: String,
+        listener: String? = nil,
         backend: String,
         tlsSettings: [String: TOMLValue]
     ) throws -> (ProxyProcess, Int) {
-        let config = ProxyConfig(listeners: [tlsListener(name, backends: [backend], tlsSettings: tlsSettings)])
+        let listener = listener ?? name
+        let config = ProxyConfig(listeners: [tlsListener(listener, backends: [backend], tlsSettings: tlsSettings)])
         let path = try config.write(to: temporary, name: "\(name).toml")
         let proxy = try ProxyProcess(configPath: path)
         try proxy.start()
@@ -51,7 +54,7 @@ final class TicketKeyAndOCSPEndToEndTests: ProxyTestCase {
         } catch {
             throw SubprocessError("\(name) did not become ready: \(error)\n\(proxy.outputTail())")
         }
-        return (proxy, try proxy.port(of: name))
+        return (proxy, try proxy.port(of: listener))
     }
 
     /// 1-based line number of the first line of `text` containing `needle`.
@@ -81,11 +84,16 @@ final class TicketKeyAndOCSPEndToEndTests: ProxyTestCase {
     }
 
     /// Runs s_client -tls1_2 against A saving the session, then against B offering it; returns B's s_client output
-    /// and B's connection line fields.
+    /// and B's connection line fields. A and B are two processes with the same listener ("fleet"): a session
+    /// resumes only on a listener of the same name and client-authentication settings (SPEC §3 "Sessions").
     private func resumeAcross(keyA: String, keyB: String) throws -> (output: String, fields: [String: String]) {
         let echo = try echoBackend()
-        let (proxyA, portA) = try startTLSProxy("a", backend: echo.address, tlsSettings: ["ticket_key_file": .string(keyA)])
-        let (proxyB, portB) = try startTLSProxy("b", backend: echo.address, tlsSettings: ["ticket_key_file": .string(keyB)])
+        let (proxyA, portA) = try startTLSProxy(
+            "a", listener: "fleet", backend: echo.address, tlsSettings: ["ticket_key_file": .string(keyA)]
+        )
+        let (proxyB, portB) = try startTLSProxy(
+            "b", listener: "fleet", backend: echo.address, tlsSettings: ["ticket_key_file": .string(keyB)]
+        )
         XCTAssertNotEqual(proxyA.pid, proxyB.pid)
 
         let session = temporary.file("session.pem")
@@ -116,7 +124,7 @@ final class TicketKeyAndOCSPEndToEndTests: ProxyTestCase {
         let (output, fields) = try resumeAcross(keyA: key, keyB: key)
         XCTAssertTrue(output.contains("Reused, TLSv1.2"), output)
         XCTAssertEqual(fields["resumed"], "true", "\(fields)")
-        XCTAssertEqual(fields["listener"], "b", "\(fields)")
+        XCTAssertEqual(fields["listener"], "fleet", "\(fields)")
         XCTAssertEqual(fields["tls_version"], "TLSv1.2", "\(fields)")
     }
 

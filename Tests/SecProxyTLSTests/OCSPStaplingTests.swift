@@ -1,8 +1,9 @@
 import Foundation
 import NIOCore
 import NIOPosix
-import SecProxyTLS
 import XCTest
+
+@testable import SecProxyTLS
 
 /// OCSP stapling against `openssl s_client -status`, with responses made by `openssl ocsp` from the
 /// test CA.
@@ -26,21 +27,32 @@ final class OCSPStaplingTests: XCTestCase {
     }
 
     /// server-ocsp.der (for server.pem) and api-ocsp.der (for api.pem), signed by the CA itself,
-    /// from a minimal responder database listing both as valid.
+    /// from a minimal responder database listing both as valid; server-ocsp-revoked.der from one
+    /// listing server.pem as revoked, server-ocsp-unknown.der from one that does not list it.
+    /// Each is valid from now (thisUpdate) for a day (nextUpdate).
     static func makeOCSPResponses(in pki: TLSTestPKI) throws {
         let script = #"""
             set -e
             exec 2>make-ocsp.log
+            # entry CERT [REVOCATION-TIME]
             entry() {
                 serial=$(openssl x509 -in "$1" -noout -serial | cut -d= -f2)
                 subject=$(openssl x509 -in "$1" -noout -subject -nameopt compat | sed 's/^subject=//')
-                printf 'V\t301231235959Z\t\t%s\tunknown\t%s\n' "$serial" "$subject"
+                if [ -n "$2" ]; then state=R; else state=V; fi
+                printf '%s\t301231235959Z\t%s\t%s\tunknown\t%s\n' "$state" "$2" "$serial" "$subject"
+            }
+            respond() {  # INDEX CERT OUT
+                openssl ocsp -index "$1" -rsigner ca.pem -rkey ca.key -CA ca.pem -issuer ca.pem \
+                    -cert "$2" -respout "$3" -ndays 1
             }
             { entry server.pem; entry api.pem; } > ocsp-index.txt
             for name in server api; do
-                openssl ocsp -index ocsp-index.txt -rsigner ca.pem -rkey ca.key -CA ca.pem -issuer ca.pem \
-                    -cert "$name.pem" -respout "$name-ocsp.der" -ndays 1
+                respond ocsp-index.txt "$name.pem" "$name-ocsp.der"
             done
+            { entry server.pem 240101000000Z; entry api.pem; } > ocsp-index-revoked.txt
+            respond ocsp-index-revoked.txt server.pem server-ocsp-revoked.der
+            entry api.pem > ocsp-index-unknown.txt
+            respond ocsp-index-unknown.txt server.pem server-ocsp-unknown.der
             openssl ocsp -respin server-ocsp.der -resp_text -noverify > server-ocsp.txt
             """#
         let path = pki.path("make-ocsp.sh")
@@ -57,6 +69,8 @@ final class OCSPStaplingTests: XCTestCase {
     var server: TestTLSServer!
 
     var serverResponse: String { self.pki.path("server-ocsp.der") }
+    var revokedResponse: String { self.pki.path("server-ocsp-revoked.der") }
+    var unknownResponse: String { self.pki.path("server-ocsp-unknown.der") }
     var apiResponse: String { self.pki.path("api-ocsp.der") }
 
     override func setUp() {
@@ -85,8 +99,19 @@ final class OCSPStaplingTests: XCTestCase {
         return configuration
     }
 
-    func startServer(_ configuration: TLSServerConfiguration) throws {
-        self.server = try TestTLSServer(group: self.group, context: TLSServerContext(configuration: configuration))
+    func startServer(_ configuration: TLSServerConfiguration, clock: TestClock? = nil) throws {
+        let context: TLSServerContext
+        if let clock {
+            context = try TLSServerContext(
+                configuration: configuration,
+                previous: nil,
+                sessionIDContext: nil,
+                clock: { clock.now }
+            )
+        } else {
+            context = try TLSServerContext(configuration: configuration)
+        }
+        self.server = try TestTLSServer(group: self.group, context: context)
     }
 
     /// `openssl s_client` output (stdout and stderr together).
@@ -262,5 +287,91 @@ final class OCSPStaplingTests: XCTestCase {
             TLSSettingsValidation.validateOCSPResponseFile(self.pki.path("missing.der"))?.reason,
             "cannot read file: No such file or directory"
         )
+    }
+
+    // MARK: - Status and validity window
+
+    func testStatusAndValidityWindowDecideWhetherToStaple() throws {
+        let now = Date()
+        func check(_ response: String, at date: Date) -> TLSSettingsValidation.OCSPResponseCheck {
+            TLSSettingsValidation.checkOCSPResponseFile(response, certificateChainFile: self.pki.serverChain, now: date)
+        }
+        XCTAssertEqual(check(self.serverResponse, at: now), .good)
+        XCTAssertEqual(check(self.serverResponse, at: now.addingTimeInterval(23 * 3600)), .good)
+        guard case .notStapled(let expired) = check(self.serverResponse, at: now.addingTimeInterval(2 * 86400)) else {
+            return XCTFail("a response past its nextUpdate is stapled")
+        }
+        XCTAssertTrue(expired.hasPrefix("expired at "), expired)
+        XCTAssertTrue(expired.hasSuffix(" UTC (nextUpdate); it is not stapled until a fresh response replaces it"), expired)
+        guard case .notStapled(let early) = check(self.serverResponse, at: now.addingTimeInterval(-3600)) else {
+            return XCTFail("a response before its thisUpdate is stapled")
+        }
+        XCTAssertTrue(early.hasPrefix("is not valid before "), early)
+        XCTAssertTrue(early.hasSuffix(" UTC (thisUpdate); it is not stapled"), early)
+        // A responder's clock a little ahead of ours is tolerated.
+        XCTAssertEqual(check(self.serverResponse, at: now.addingTimeInterval(-60)), .good)
+        XCTAssertEqual(
+            check(self.unknownResponse, at: now),
+            .notStapled(reason: "gives the status of certificate localhost as unknown; it is not stapled")
+        )
+        XCTAssertEqual(
+            check(self.revokedResponse, at: now),
+            .invalid(TLSError(reason: "certificate localhost is revoked (since 2024-01-01 00:00:00 UTC)"))
+        )
+        // Answering for another certificate is an error here too, at the response's key.
+        guard case .invalid(let other) = check(self.apiResponse, at: now) else {
+            return XCTFail("a response for another certificate passes")
+        }
+        XCTAssertEqual(other.reason, "OCSP response is not for certificate localhost")
+    }
+
+    func testARevokedCertificateFailsTheContext() throws {
+        XCTAssertEqual(
+            self.initError(self.configuration(response: self.revokedResponse)),
+            "OCSP response \(self.revokedResponse): certificate localhost is revoked"
+        )
+    }
+
+    func testResponsesOutsideTheirWindowOrOfUnknownStatusAreNotStapled() throws {
+        let now = Date()
+        let cases: [(String, String, Date)] = [
+            ("expired", self.serverResponse, now.addingTimeInterval(2 * 86400)),
+            ("not yet valid", self.serverResponse, now.addingTimeInterval(-3600)),
+            ("unknown status", self.unknownResponse, now),
+        ]
+        for (what, response, date) in cases {
+            try self.startServer(self.configuration(response: response), clock: TestClock(date))
+            let output = try self.sClient(["-status"])
+            XCTAssertTrue(output.contains("OCSP response: no response sent"), "\(what): \(output)")
+            XCTAssertTrue(output.contains("Verify return code: 0 (ok)"), "\(what): the handshake goes on: \(output)")
+            self.server.close()
+        }
+    }
+
+    func testStaplingStopsOnceNextUpdateHasPassed() throws {
+        let clock = TestClock(Date())
+        try self.startServer(self.configuration(response: self.serverResponse), clock: clock)
+        XCTAssertTrue(try self.sClient(["-status"]).contains("Cert Status: good"))
+        clock.now = clock.now.addingTimeInterval(23 * 3600)
+        XCTAssertTrue(try self.sClient(["-status"]).contains("Cert Status: good"), "still before nextUpdate")
+        clock.now = clock.now.addingTimeInterval(2 * 3600)
+        let stale = try self.sClient(["-status"])
+        XCTAssertTrue(stale.contains("OCSP response: no response sent"), stale)
+        XCTAssertTrue(stale.contains("Verify return code: 0 (ok)"), stale)
+    }
+}
+
+/// A settable clock for the OCSP checks of a context.
+final class TestClock: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _now: Date
+
+    init(_ now: Date) {
+        self._now = now
+    }
+
+    var now: Date {
+        get { self.lock.withLock { self._now } }
+        set { self.lock.withLock { self._now = newValue } }
     }
 }

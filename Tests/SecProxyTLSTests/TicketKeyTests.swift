@@ -133,12 +133,18 @@ final class TicketKeyTests: XCTestCase {
         XCTAssertEqual(keys.count, 2)
         let firstBytes = [UInt8](Data(base64Encoded: first.split(separator: "\n").joined())!)
         XCTAssertEqual(keys[0].name, Array(firstBytes[0..<16]))
-        XCTAssertEqual(keys[0].aesKey, Array(firstBytes[16..<48]))
-        XCTAssertEqual(keys[0].hmacKey, Array(firstBytes[48..<80]))
+        XCTAssertEqual(keys[0], try TLSTicketKey(bytes: firstBytes))
+        keys[0].withKeys { aes, hmac in
+            XCTAssertEqual(Array(UnsafeBufferPointer(start: aes, count: 32)), Array(firstBytes[16..<48]))
+            XCTAssertEqual(Array(UnsafeBufferPointer(start: hmac, count: 32)), Array(firstBytes[48..<80]))
+        }
         XCTAssertEqual(keys[1].name, Array(0..<16))
-        XCTAssertEqual(keys[1].aesKey, Array(16..<48))
-        XCTAssertEqual(keys[1].hmacKey, Array(48..<80))
+        keys[1].withKeys { aes, hmac in
+            XCTAssertEqual(Array(UnsafeBufferPointer(start: aes, count: 32)), Array(16..<48))
+            XCTAssertEqual(Array(UnsafeBufferPointer(start: hmac, count: 32)), Array(48..<80))
+        }
         XCTAssertEqual(keys[1], try TLSTicketKey(bytes: Array(0..<80)))
+        XCTAssertNotEqual(keys[0], keys[1])
     }
 
     func testLoadErrorsSayWhichLineIsWrong() throws {

@@ -134,6 +134,7 @@ static inline int csp_ssl_tlsext_err_ok(void) { return SSL_TLSEXT_ERR_OK; }
 static inline int csp_ssl_tlsext_err_noack(void) { return SSL_TLSEXT_ERR_NOACK; }
 static inline int csp_ssl_tlsext_err_alert_fatal(void) { return SSL_TLSEXT_ERR_ALERT_FATAL; }
 static inline int csp_ssl_ad_unrecognized_name(void) { return SSL_AD_UNRECOGNIZED_NAME; }
+static inline int csp_ssl_ad_handshake_failure(void) { return SSL_AD_HANDSHAKE_FAILURE; }
 
 // MARK: - BIO
 
