@@ -2,21 +2,16 @@ import Foundation
 import NIOCore
 import NIOPosix
 import SecProxyTLS
+import SecProxyTestSupport
 import XCTest
 
-/// Polls `condition` every few milliseconds until it holds or `timeout` passes (no blind sleeps).
+/// `SecProxyTestSupport.waitUntil` with this target's argument order (what is awaited first).
 func waitUntil(
     _ what: String,
     timeout: TimeInterval = 15,
     _ condition: () -> Bool
 ) throws {
-    let deadline = Date().addingTimeInterval(timeout)
-    while !condition() {
-        if Date() > deadline {
-            throw TestFailure("timed out waiting for \(what)")
-        }
-        usleep(2_000)
-    }
+    try SecProxyTestSupport.waitUntil(timeout: timeout, what, condition)
 }
 
 /// What one side of a test connection saw; written on the event loop, read by the test thread.
