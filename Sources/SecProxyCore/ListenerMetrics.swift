@@ -132,7 +132,8 @@ public final class ListenerMetrics: Sendable {
                 }
             }
             handshakeFailures = HandshakeFailure.allCases.map { failure in
-                Counter(
+                precondition(HandshakeFailure.allCases[failure.metricsIndex] == failure)
+                return Counter(
                     label: Name.handshakeFailuresTotal, dimensions: [name, ("reason", failure.rawValue)], factory: factory
                 )
             }
@@ -213,11 +214,9 @@ public final class ListenerMetrics: Sendable {
 
     /// A TLS handshake failed or timed out.
     public func handshakeFailed(reason: HandshakeFailure) {
-        guard !handshakeFailures.isEmpty, let index = HandshakeFailure.allCases.firstIndex(of: reason) else {
-            // Not a TLS listener: nothing to count.
-            return
-        }
-        handshakeFailures[index].increment()
+        // Not a TLS listener: nothing to count.
+        guard !handshakeFailures.isEmpty else { return }
+        handshakeFailures[reason.metricsIndex].increment()
     }
 
     /// A connect to `backend` (as written in the config) failed.
@@ -242,6 +241,23 @@ public final class ListenerMetrics: Sendable {
         closed[reason.metricsIndex].increment()
         if bytesIn > 0 { self.bytesIn.increment(by: bytesIn) }
         if bytesOut > 0 { self.bytesOut.increment(by: bytesOut) }
+    }
+}
+
+extension ListenerMetrics.HandshakeFailure {
+    /// Position in `allCases`, by an exhaustive switch.
+    var metricsIndex: Int {
+        switch self {
+        case .timeout: return 0
+        case .eof: return 1
+        case .notTLS: return 2
+        case .protocolVersion: return 3
+        case .noSharedCipher: return 4
+        case .unrecognizedName: return 5
+        case .clientCertificate: return 6
+        case .peerAlert: return 7
+        case .other: return 8
+        }
     }
 }
 
