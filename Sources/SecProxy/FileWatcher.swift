@@ -8,7 +8,7 @@ import SecProxyConfig
 /// as rewritten in place, and needs no inotify descriptor per file.
 struct FileWatcher {
     /// How often the files are looked at; a change is picked up within this (SPEC: within 5 s).
-    static let interval: DispatchTimeInterval = .seconds(2)
+    static let interval: Duration = .seconds(2)
 
     struct Stamp: Equatable {
         var device: UInt64

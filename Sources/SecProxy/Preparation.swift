@@ -73,7 +73,7 @@ public enum Preparation {
             guard listener.mode == .tls, let tls = listener.tls else { continue }
             checker.check(tls: tls, listener: listener.name)
         }
-        checker.checkUnsupported(configuration.server, admin: configuration.admin)
+        checker.checkAdmin(configuration.admin, text: text)
         var diagnostics = loaded.diagnostics + checker.diagnostics
         if !diagnostics.containsErrors {
             for listener in configuration.listeners {
@@ -289,13 +289,28 @@ struct FileChecker {
         }
     }
 
-    /// Keys whose feature this build does not implement yet: a warning, the proxy works without them.
-    mutating func checkUnsupported(_ server: ServerSettings, admin: AdminSettings?) {
-        if admin != nil {
-            diagnostics.append(
-                .warning("[admin] is not supported yet and is ignored: no /metrics or /healthz endpoint", at: nil, file: path)
-            )
+    /// `[admin] listen` off loopback: a warning at `listen` (the endpoint is plaintext and unauthenticated).
+    mutating func checkAdmin(_ admin: AdminSettings?, text: String) {
+        guard let listen = admin?.listen, !Self.isLoopback(listen.host) else { return }
+        // The parsed settings carry no location for `listen`: find the key in the file itself.
+        let location = TOMLParser.parse(text).root["admin"].flatMap { entry -> SourceLocation? in
+            guard case .table(let table) = entry.node.value else { return nil }
+            return table["listen"]?.keyLocation
         }
+        diagnostics.append(
+            .warning(
+                "admin endpoint '\(listen.text)' is not on a loopback address: /metrics and /healthz are plain HTTP "
+                    + "without authentication; listen on 127.0.0.1 or [::1], or firewall the port",
+                at: location, file: path
+            )
+        )
+    }
+
+    /// 127.0.0.0/8, ::1 and localhost.
+    static func isLoopback(_ host: String) -> Bool {
+        if host == "localhost" || host == "::1" { return true }
+        let octets = host.split(separator: ".")
+        return octets.count == 4 && octets[0] == "127" && octets.allSatisfy { UInt8($0) != nil }
     }
 
     /// `[listener.backend_tls]`: the CA bundle parses, a client certificate matches its key.

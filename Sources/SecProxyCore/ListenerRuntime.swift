@@ -95,6 +95,8 @@ public final class ListenerRuntime: Sendable {
     public let maxConnectionsPerIP: Int
     /// New connections per second per client; 0 = unlimited.
     public let maxNewConnectionsPerIP: Int
+    /// The listener's metric handles (made once by the daemon; `.noop` when none were given).
+    public let metrics: ListenerMetrics
 
     /// Most bytes one socket read takes: half of `buffer_size`, at most 64 KiB.
     var readChunk: Int { min(64 * 1024, max(512, bufferSize / 2)) }
@@ -117,8 +119,10 @@ public final class ListenerRuntime: Sendable {
 
     public init(
         configuration: ListenerConfiguration, tlsContext: TLSServerContext?, backendTLSContext: TLSClientContext? = nil,
+        metrics: ListenerMetrics = .noop,
         onHealthChange: @escaping @Sendable (_ backend: String, _ isUp: Bool) -> Void = { _, _ in }
     ) {
+        self.metrics = metrics
         let healthCheck = configuration.healthCheck
         self.healthCheck = healthCheck
         let serverName = configuration.backendTLS?.serverName ?? ""

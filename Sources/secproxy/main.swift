@@ -34,14 +34,14 @@ struct SecProxyCommand: ParsableCommand {
         return "/etc/secproxy/secproxy.toml"
     }
 
-    func run() -> Int32 {
+    func execute() async -> Int32 {
         if checkConfig {
             let report = CheckConfig.run(path: configPath, format: format)
             FileHandle.standardOutput.write(Data(report.stdout.utf8))
             FileHandle.standardError.write(Data(report.stderr.utf8))
             return report.exitCode
         }
-        return Daemon.run(configPath: configPath)
+        return await Daemon.run(configPath: configPath)
     }
 }
 
@@ -49,7 +49,7 @@ extension CheckConfig.Format: ExpressibleByArgument {}
 
 do {
     let command = try SecProxyCommand.parse(Array(CommandLine.arguments.dropFirst()))
-    exit(command.run())
+    exit(await command.execute())
 } catch {
     if SecProxyCommand.exitCode(for: error) == .success {
         print(SecProxyCommand.fullMessage(for: error))
