@@ -34,10 +34,6 @@ final class ListenerObserver: ConnectionObserver {
         if let failure = ListenerMetrics.HandshakeFailure(closeReason: summary.reason, detail: summary.detail) {
             metrics.handshakeFailed(reason: failure)
         }
-        // TRANSITIONAL: today's data path reports a connection only when it ends, so its close reason and its
-        // bytes are counted here, from its summary. Delete this line once the data path calls
-        // ListenerMetrics.connectionOpened/connectionClosed(reason:)/bytesForwarded itself.
-        metrics.connectionEndedTransitional(reason: summary.reason, bytesIn: summary.bytesIn, bytesOut: summary.bytesOut)
     }
 
     func handshakeCompleted(listener: String, tlsVersion: String, resumed: Bool, seconds: Double) {

@@ -229,19 +229,6 @@ public final class ListenerMetrics: Sendable {
             Self.backendFailureCounter(listener: listener, backend: backend, factory: factory).increment()
         }
     }
-
-    // MARK: - Transitional
-
-    /// TRANSITIONAL, for a data path that reports a connection only when it ends (today's `ProxyConnection`):
-    /// counts the connection under its reason and all its bytes at once, leaving `connections_active` alone.
-    ///
-    /// Remove this, and its one caller in the daemon's observer, once the data path calls
-    /// `connectionOpened()`, `connectionClosed(reason:)` and `bytesForwarded(in:)`/`bytesForwarded(out:)` itself.
-    public func connectionEndedTransitional(reason: CloseReason, bytesIn: Int, bytesOut: Int) {
-        closed[reason.metricsIndex].increment()
-        if bytesIn > 0 { self.bytesIn.increment(by: bytesIn) }
-        if bytesOut > 0 { self.bytesOut.increment(by: bytesOut) }
-    }
 }
 
 extension ListenerMetrics.HandshakeFailure {

@@ -106,7 +106,9 @@ final class ListenerMetricsTests: XCTestCase {
         let raw = ListenerMetrics(listener: "raw", tls: false, backends: ["127.0.0.1:1"], factory: metrics.factory)
         raw.handshakeCompleted(version: "TLSv1.3", resumed: false, seconds: 0.01)
         raw.handshakeFailed(reason: .timeout)
-        raw.connectionEndedTransitional(reason: .backendUnavailable, bytesIn: 3, bytesOut: 0)
+        raw.connectionOpened()
+        raw.bytesForwarded(in: 3)
+        raw.connectionClosed(reason: .backendUnavailable)
         let scrape = try scrapeMetrics(metrics)
         XCTAssertTrue(scrape.samples("secproxy_handshakes_total", matching: ["listener": "raw"]).isEmpty, scrape.text)
         XCTAssertTrue(scrape.samples("secproxy_handshake_failures_total", matching: ["listener": "raw"]).isEmpty)
@@ -115,8 +117,7 @@ final class ListenerMetricsTests: XCTestCase {
             scrape.value("secproxy_connections_total", ["listener": "raw", "reason": "backend_unavailable"]), 1
         )
         XCTAssertEqual(scrape.value("secproxy_bytes_total", ["listener": "raw", "direction": "in"]), 3)
-        // The transitional count leaves the live gauge alone.
-        XCTAssertEqual(scrape.value("secproxy_connections_active", ["listener": "raw"]), 0)
+        XCTAssertEqual(scrape.value("secproxy_connections_active", ["listener": "raw"]), 0, "opened, then closed")
     }
 
     func testNoopTakesEveryCall() {

@@ -48,6 +48,8 @@ final class AdmissionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         let channel = context.channel
+        // Every accepted socket counts, refused ones too (`connectionClosed(reason:)` ends each one).
+        runtime.metrics.connectionOpened()
         guard tracker.admit(channel) else {
             return refuse(context: context, reason: .maxConnections)
         }
@@ -135,6 +137,7 @@ final class AdmissionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     /// Logs the refused connection's line and closes it; nothing was read from it.
     private func refuse(context: ChannelHandlerContext, reason: CloseReason, detail: String? = nil) {
+        runtime.metrics.connectionClosed(reason: reason)
         observer.connectionClosed(
             ConnectionSummary(
                 listener: runtime.name, client: context.channel.remoteAddress?.logDescription ?? "", reason: reason,

@@ -68,8 +68,15 @@ extension Connection {
         promise.futureResult.assumeIsolated().whenComplete { result in
             let success: Bool
             switch result {
-            case .success: success = true
-            case .failure: success = false
+            case .success:
+                success = true
+                // SPEC: bytes count as forwarded when their write completed.
+                switch side {
+                case .backend: self.runtime.metrics.bytesForwarded(in: bytes)
+                case .client: self.runtime.metrics.bytesForwarded(out: bytes)
+                }
+            case .failure:
+                success = false
             }
             self.perform(self.machine.writeCompleted(to: side, bytes: bytes, success: success, now: self.eventLoop.now))
         }

@@ -116,6 +116,7 @@ extension Connection {
         ticket = nil
         if let wired { pool?.balancer.closed(wired.index) }
         let duration = eventLoop.now - acceptedAt
+        runtime.metrics.connectionClosed(reason: machine.reason ?? .error)
         observer.connectionClosed(
             ConnectionSummary(
                 listener: runtime.name,
