@@ -56,7 +56,7 @@ commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/secproxy-deb.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
-# dpkg-shlibdeps wants a source-package shape: debian/control, binaries under debian/<package>/.
+# dpkg-shlibdeps wants a package build tree: debian/control, debian/<package>/DEBIAN.
 stage="$work/debian/secproxy"
 mkdir -p "$stage/DEBIAN"
 
@@ -84,7 +84,8 @@ for script in postinst prerm postrm; do
 done
 install -m 0644 packaging/deb/conffiles "$stage/DEBIAN/conffiles"
 printf 'Source: secproxy\n\nPackage: secproxy\nArchitecture: any\n' >"$work/debian/control"
-shlibs="$(cd "$work" && dpkg-shlibdeps -O -e debian/secproxy/usr/bin/secproxy | sed -n 's/^shlibs:Depends=//p')"
+# -e takes its file attached (-eFILE); "-e FILE" would also analyze an empty name, and warn about it.
+shlibs="$(cd "$work" && dpkg-shlibdeps -O -edebian/secproxy/usr/bin/secproxy | sed -n 's/^shlibs:Depends=//p')"
 [[ -n "$shlibs" ]] || fail "dpkg-shlibdeps found no dependencies for the binary"
 installed_size="$(du -k -s --apparent-size --exclude=DEBIAN "$stage" | cut -f1)"
 sed -e "s|@VERSION@|$version|" -e "s|@ARCH@|$arch|" -e "s|@MAINTAINER@|$DEB_MAINTAINER|" \
@@ -112,9 +113,9 @@ case "$LINTIAN" in
     no) ;;
     auto | yes)
         if command -v lintian >/dev/null; then
-            # Errors fail the build; warnings are either fixed or overridden, with a reason, in
+            # Errors and warnings fail the build: each is fixed, or overridden with its reason in
             # packaging/deb/lintian-overrides.
-            lintian --fail-on error --display-info "$deb" >&2 || fail "lintian found errors in $deb"
+            lintian --fail-on error,warning --display-info "$deb" >&2 || fail "lintian found errors or warnings in $deb"
         elif [[ "$LINTIAN" == yes ]]; then
             fail "lintian is not installed (apt-get install lintian)"
         else
