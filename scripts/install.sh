@@ -103,7 +103,7 @@ if [[ "$preserve" == auto ]]; then
     fi
 fi
 if [[ "$preserve" == yes ]]; then
-    install_file 0644 systemd/secproxy.service.d/fdstore-preserve.conf \
+    install_file 0644 systemd/systemd-254/secproxy.service.d/fdstore-preserve.conf \
         "$UNITDIR/secproxy.service.d/fdstore-preserve.conf"
 fi
 
@@ -112,7 +112,7 @@ install_file 0644 systemd/tmpfiles.d/secproxy.conf "$TMPFILESDIR/secproxy.conf"
 install_file 0644 man/secproxy.8 "$MANDIR/man8/secproxy.8"
 install_file 0644 man/secproxy.toml.5 "$MANDIR/man5/secproxy.toml.5"
 install_file 0644 systemd/secproxy.socket "$EXAMPLESDIR/secproxy.socket"
-install_file 0644 systemd/secproxy.service.d/fdstore-preserve.conf "$EXAMPLESDIR/fdstore-preserve.conf"
+install_file 0644 systemd/systemd-254/secproxy.service.d/fdstore-preserve.conf "$EXAMPLESDIR/fdstore-preserve.conf"
 install_file 0644 config/secproxy.toml "$EXAMPLESDIR/secproxy.toml"
 
 # The configuration: installed once, then it is the operator's.
