@@ -54,6 +54,12 @@ final class MetricsEndToEndTests: ProxyTestCase {
         _ = try? client.waitClosed("refused", timeout: 5)
         _ = refused
         try proxy.waitForLogs(count: 1, "the per-IP refusal") { $0["reason"] == "per_ip_limit" }
+        // While "held" is open: it is active, and its bytes are counted already (as forwarded, not at its end).
+        let during = try scrape(admin, until: "the held connection's bytes") {
+            $0.value("secproxy_bytes_total", ["listener": "raw", "direction": "out"]) == 8 + 5
+        }
+        XCTAssertEqual(during.value("secproxy_connections_active", ["listener": "raw"]), 1)
+        XCTAssertEqual(during.value("secproxy_bytes_total", ["listener": "raw", "direction": "in"]), 8 + 5)
         try client.close("held")
         try proxy.waitForConnectionLogs(count: 5, timeout: 15)
 
