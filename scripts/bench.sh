@@ -7,8 +7,14 @@
 #                                          --rounds N, --out DIR, --pin, ... (help lists them)
 #   scripts/bench.sh micro [FILTER] [ARGS...]
 #                                          in process: the Benchmarks/ package (ordo-one/benchmark):
-#                                          handshakes, TLS records, glue forwarding; FILTER is a regex on
-#                                          benchmark names; ARGS go to `swift package benchmark`
+#                                          handshakes, TLS records, glue forwarding; FILTER is a regex that
+#                                          matches whole names ('TLS13.*', 'Glue.*'); ARGS go to the plugin
+#   scripts/bench.sh check [FILTER]        the micro benchmarks' mallocs per operation against the committed
+#                                          Benchmarks/Thresholds (exact counts, the same on any machine with
+#                                          the same toolchain and libraries); fails on any change
+#   scripts/bench.sh update-thresholds [FILTER]
+#                                          rewrites Benchmarks/Thresholds from a run (mallocs only: times
+#                                          depend on the machine); commit them with the change that moved them
 #   scripts/bench.sh help
 #
 # The harness is looked for in $SECPROXY_BENCH_DIR, else in shared/bench next to the repository
@@ -19,7 +25,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 usage() {
-    sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     local dir="${SECPROXY_BENCH_DIR:-$(dirname "$ROOT")/shared/bench}"
     if [ -f "$dir/run.sh" ]; then
         echo
@@ -61,6 +67,31 @@ micro() {
     exec swift package --package-path "$ROOT/Benchmarks" benchmark "${args[@]}" "$@"
 }
 
+check_thresholds() {
+    local args=()
+    [ $# -gt 0 ] && args+=(--filter "$1")
+    exec swift package --package-path "$ROOT/Benchmarks" benchmark thresholds check \
+        --path Benchmarks/Thresholds --no-progress "${args[@]}"
+}
+
+update_thresholds() {
+    local args=()
+    [ $# -gt 0 ] && args+=(--filter "$1")
+    swift package --package-path "$ROOT/Benchmarks" --allow-writing-to-package-directory benchmark \
+        thresholds update --path Benchmarks/Thresholds --no-progress "${args[@]}"
+    # The tool writes every metric's p90; only the malloc counts hold on another machine.
+    python3 - "$ROOT/Benchmarks/Thresholds" <<'PY'
+import glob, json, sys
+for path in sorted(glob.glob(sys.argv[1] + "/*.p90.json")):
+    with open(path) as f:
+        values = json.load(f)
+    with open(path, "w") as f:
+        json.dump({"mallocCountTotal": values["mallocCountTotal"]}, f, indent=2, sort_keys=True)
+        f.write("\n")
+    print(f"{path.rsplit('/', 1)[-1]}: {values['mallocCountTotal']} mallocs per sample")
+PY
+}
+
 end_to_end() {
     local dir="${SECPROXY_BENCH_DIR:-$(dirname "$ROOT")/shared/bench}"
     [ -f "$dir/run.sh" ] || no_harness "$dir"
@@ -75,6 +106,8 @@ end_to_end() {
 
 case "${1:-}" in
     micro) shift; micro "$@" ;;
+    check) shift; check_thresholds "$@" ;;
+    update-thresholds) shift; update_thresholds "$@" ;;
     help | -h | --help) usage ;;
     *) end_to_end "$@" ;;
 esac

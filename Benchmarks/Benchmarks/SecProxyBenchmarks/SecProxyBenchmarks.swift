@@ -9,7 +9,9 @@ import SecProxyTLS
 // before and after a change. The operations themselves are in SecProxyBenchKit's `Scenarios`, shared with
 // the profiling driver (SecProxyProfile).
 //
-// The names are what baselines are matched by: rename one and its history starts over.
+// The names are what baselines and Thresholds/ files are matched by: rename one and its history starts
+// over. They have no spaces: 1.38's `thresholds update` writes spaces as `_` in the file names, which
+// `thresholds check` then does not find.
 
 /// The metrics every benchmark reports.
 ///
@@ -43,22 +45,35 @@ final class Lazy<Value> {
 }
 
 let benchmarks: @Sendable () -> Void = {
+    /// What counts as a change when two runs are compared (`baseline compare/check`) or a run is checked
+    /// against the committed thresholds (`thresholds check`, which reads p90 only, and only the metrics the
+    /// files in Thresholds/ hold: mallocs, the same on every machine with the same toolchain and libraries).
+    /// Mallocs per operation are exact: 1 % is one more malloc in a hundred. Times move with the machine and
+    /// whatever else runs on it: an A/A run on the 2-core machine shared with other builds differed by 11 %
+    /// at p50, so within 15 % is the same (compare on a quiet machine, and look at p0/p25 too).
+    let tolerances: [BenchmarkMetric: BenchmarkThresholds] = [
+        .mallocCountTotal: .init(relative: [.p50: 1.0, .p90: 1.0]),
+        .wallClock: .init(relative: [.p50: 15.0]),
+        .throughput: .init(relative: [.p50: 15.0]),
+    ]
     Benchmark.defaultConfiguration = .init(
         metrics: perOperation,
         timeUnits: .microseconds,
         warmupIterations: 3,
         maxDuration: .seconds(3),
-        maxIterations: 100_000
+        maxIterations: 100_000,
+        thresholds: tolerances
     )
     /// For operations of a few µs or less: 1000 per sample, results per operation.
     let perThousand = Benchmark.Configuration(
         metrics: perOperation, timeUnits: .nanoseconds, warmupIterations: 3, scalingFactor: .kilo,
-        maxDuration: .seconds(3), maxIterations: 10_000
+        maxDuration: .seconds(3), maxIterations: 10_000, thresholds: tolerances
     )
 
     // MARK: - The harness alone (its share of the benchmarks that build channels per operation)
 
-    Benchmark("Harness: EmbeddedChannel pair open, close") {
+    // Two EmbeddedChannels with a BenchSocket each, activated and closed.
+    Benchmark("Harness.channelPair") {
         (benchmark: Benchmark, world: Lazy<EmbeddedEventLoop>) in
         let loop = try world.get()
         for _ in benchmark.scaledIterations {
@@ -82,27 +97,28 @@ let benchmarks: @Sendable () -> Void = {
             return Lazy { try Scenarios.loopWithSession(for: client()) }
         }
     }
+    // One new client and server TLSHandler pair each: ClientHello to tickets, then close_notify both ways.
     handshake(
-        "TLS 1.3 full handshake, ECDSA P-256, client and server", client: { TLSMaterial.shared.fullClient13 },
+        "TLS13.handshake.full", client: { TLSMaterial.shared.fullClient13 },
         resumed: false, version: "TLSv1.3"
     )
     handshake(
-        "TLS 1.3 resumed handshake, ticket, client and server", client: { TLSMaterial.shared.resumingClient13 },
+        "TLS13.handshake.resumed", client: { TLSMaterial.shared.resumingClient13 },
         resumed: true, version: "TLSv1.3"
     )
     handshake(
-        "TLS 1.2 full handshake, ECDSA P-256, client and server", client: { TLSMaterial.shared.fullClient12 },
+        "TLS12.handshake.full", client: { TLSMaterial.shared.fullClient12 },
         resumed: false, version: "TLSv1.2"
     )
     handshake(
-        "TLS 1.2 resumed handshake, ticket, client and server", client: { TLSMaterial.shared.resumingClient12 },
+        "TLS12.handshake.resumed", client: { TLSMaterial.shared.resumingClient12 },
         resumed: true, version: "TLSv1.2"
     )
 
     // The server's part of a full TLS 1.3 handshake alone: a recorded ClientHello in, the server's flight
     // (ServerHello … Finished: key share, certificate, signature) out. Without the client's Finished and
     // the tickets that follow it, which cost little next to the signature.
-    Benchmark("TLS 1.3 server flight for a recorded ClientHello, server only") {
+    Benchmark("TLS13.serverFlight") {
         (benchmark: Benchmark, world: Lazy<(EmbeddedEventLoop, ByteBuffer)>) in
         let (loop, clientHello) = try world.get()
         for _ in benchmark.scaledIterations {
@@ -118,7 +134,8 @@ let benchmarks: @Sendable () -> Void = {
 
     // MARK: - TLS records
 
-    Benchmark("TLS 1.3 record encrypt 16 KiB, server writes", configuration: perThousand) {
+    // The server encrypts one 16 KiB record (what a download costs it per record).
+    Benchmark("TLS13.record.encrypt16K", configuration: perThousand) {
         (benchmark: Benchmark, world: Lazy<TLSPair>) in
         try Scenarios.encrypt(try world.get(), count: benchmark.scaledIterations.count)
     } setup: {
@@ -130,7 +147,8 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
-    Benchmark("TLS 1.3 record decrypt 16 KiB, server reads", configuration: perThousand) {
+    // The server decrypts one 16 KiB record (an upload).
+    Benchmark("TLS13.record.decrypt16K", configuration: perThousand) {
         (benchmark: Benchmark, world: Lazy<TLSPair>) in
         let pair = try world.get()
         // The client encrypts this sample's records first; only the server's decryption is measured.
@@ -145,21 +163,24 @@ let benchmarks: @Sendable () -> Void = {
 
     // MARK: - The data path: Connection + GlueHandlers (plain)
 
-    Benchmark("Glue forward 16 KiB client to backend, plain", configuration: perThousand) {
+    // One 16 KiB read from the client, written and flushed to the backend, the write completed.
+    Benchmark("Glue.forward16K.toBackend", configuration: perThousand) {
         (benchmark: Benchmark, world: Lazy<PlainPair>) in
         try Scenarios.forwardToBackend(try world.get().pair, count: benchmark.scaledIterations.count)
     } setup: {
         Lazy { try Scenarios.plainPair() }
     }
 
-    Benchmark("Glue forward 16 KiB backend to client, plain", configuration: perThousand) {
+    // The same from the backend to the client.
+    Benchmark("Glue.forward16K.toClient", configuration: perThousand) {
         (benchmark: Benchmark, world: Lazy<PlainPair>) in
         try Scenarios.forwardToClient(try world.get().pair, count: benchmark.scaledIterations.count)
     } setup: {
         Lazy { try Scenarios.plainPair() }
     }
 
-    Benchmark("Glue 64 B request and 64 B response, plain", configuration: perThousand) {
+    // 64 B from the client to the backend, then 64 B back.
+    Benchmark("Glue.requestResponse64B", configuration: perThousand) {
         (benchmark: Benchmark, world: Lazy<PlainPair>) in
         try Scenarios.requestResponse(try world.get().pair, count: benchmark.scaledIterations.count)
     } setup: {
@@ -168,7 +189,9 @@ let benchmarks: @Sendable () -> Void = {
 
     // MARK: - Whole connections through the proxy's pipeline
 
-    Benchmark("Connection plain: accept, 64 B each way, graceful close") {
+    // A plain connection: accepted, admitted, wired to its backend, 64 B each way, the client's FIN and
+    // then the backend's, closed.
+    Benchmark("Connection.plain") {
         (benchmark: Benchmark, world: Lazy<DataPathWorld>) in
         try Scenarios.plainConnections(try world.get(), count: benchmark.scaledIterations.count)
     } setup: {
@@ -177,7 +200,7 @@ let benchmarks: @Sendable () -> Void = {
 
     // The in-process counterpart of the end-to-end `handshake` scenario: a TLS client (measured too)
     // against the proxy's whole pipeline — admission, TLS handler, connection, glue, backend wiring.
-    Benchmark("Connection TLS 1.3: accept, full handshake, 64 B each way, close, client and proxy") {
+    Benchmark("Connection.tls13") {
         (benchmark: Benchmark, world: Lazy<DataPathWorld>) in
         try Scenarios.tlsConnections(
             try world.get(), client: TLSMaterial.shared.fullClient13, count: benchmark.scaledIterations.count
