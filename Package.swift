@@ -7,6 +7,11 @@ let package = Package(
     products: [
         .executable(name: "secproxy", targets: ["secproxy"]),
         .library(name: "SecProxy", targets: ["SecProxy"]),
+        // For Benchmarks/ only (a package of its own, outside CI): the modules its benchmarks drive.
+        .library(
+            name: "SecProxyBenchmarkSupport",
+            targets: ["SecProxyConfig", "SecProxyCore", "SecProxyTLS", "SecProxyTestSupport"]
+        ),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
