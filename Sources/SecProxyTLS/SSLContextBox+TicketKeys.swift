@@ -33,6 +33,11 @@ private let ticketKeyStoreExDataIndex: Int32 = {
     return index
 }()
 
+/// AES-256-CBC fetched once: `EVP_aes_256_cbc()` makes OpenSSL 3 fetch the implementation by name (a
+/// lock and string compares) on every ticket. Lives as long as the process; OpenSSL objects fetched like
+/// this are immutable and safe to share between threads.
+nonisolated(unsafe) private let ticketCipher: OpaquePointer? = EVP_CIPHER_fetch(nil, "AES-256-CBC", nil)
+
 /// OpenSSL's ticket key callback (`SSL_CTX_set_tlsext_ticket_key_evp_cb`), on the event loop of
 /// the handshake.
 ///
@@ -53,7 +58,7 @@ private func ticketKeyCallback(
         let pointer = SSL_CTX_get_ex_data(ctx, ticketKeyStoreExDataIndex)
     else { return -1 }
     let store = Unmanaged<TLSTicketKeyStore>.fromOpaque(pointer).takeUnretainedValue()
-    let cipher = EVP_aes_256_cbc()
+    guard let cipher = ticketCipher else { return -1 }
     let ivLength = EVP_CIPHER_get_iv_length(cipher)
     guard ivLength > 0, ivLength <= EVP_MAX_IV_LENGTH else { return -1 }
 

@@ -285,6 +285,9 @@ public final class TLSServerContext: @unchecked Sendable {
         ERR_clear_error()
         _ = csp_ssl_ctx_set_session_cache_mode_server(box.ctx)
         _ = csp_ssl_ctx_sess_set_cache_size(box.ctx, TLSDefaults.sessionCacheSize)
+        guard SSL_CTX_set_num_tickets(box.ctx, TLSDefaults.ticketsPerHandshake) == 1 else {
+            throw TLSError.drainingErrorQueue(operation: "SSL_CTX_set_num_tickets", fallback: "rejected")
+        }
         // Every context of the listener gets the same session ID context. OpenSSL compares it when it
         // resumes (TLS 1.2 session IDs and tickets, TLS 1.3 PSKs), before the SNI callback may switch
         // the connection to another context; `SSL_set_SSL_CTX` then copies the new context's value,
