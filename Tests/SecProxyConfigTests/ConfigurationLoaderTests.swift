@@ -516,4 +516,51 @@ final class ConfigurationLoaderTests: XCTestCase {
         )
         XCTAssertEqual(configuration.distinctBackendCount, 3)
     }
+
+    // MARK: - Limits and partial results (issue 7 §3)
+
+    func testAConfigurationLargerThanOneMiBIsOneErrorAndIsNotParsed() {
+        let text = "[[listener]]\n" + String(repeating: "#", count: ConfigurationLoader.maximumSize)
+        let result = load(text)
+        XCTAssertNil(result.configuration)
+        XCTAssertEqual(
+            result.diagnostics.map(\.description),
+            ["test.toml: error: configuration is \(text.utf8.count) bytes, larger than 1 MiB, the most a configuration may be"]
+        )
+        XCTAssertTrue(result.listenerFiles.isEmpty)
+    }
+
+    func testListenerFilesAreKeptWhenTheConfigurationHasErrors() {
+        let result = load(
+            """
+            [[listener]]
+            name = "a"
+            listen = "127.0.0.1:1"
+            backends = []
+
+            [listener.tls]
+            cert = "a.pem"
+            key = "a.key"
+
+            [[listener]]
+            name = "b"
+            listen = "127.0.0.1:2"
+            mode = "plain"
+            backends = ["127.0.0.1:8080"]
+
+            [listener.tls]
+            cert = "ignored.pem"
+            key = "ignored.key"
+
+            [listener.backend_tls]
+            ca = "backend-ca.pem"
+            server_name = "app.internal"
+            """
+        )
+        XCTAssertNil(result.configuration)
+        XCTAssertEqual(result.listenerFiles.map(\.name), ["a", "b"])
+        XCTAssertEqual(result.listenerFiles.first?.tls?.cert.path, "/etc/secproxy/a.pem")
+        XCTAssertNil(result.listenerFiles.last?.tls, "a plain listener's [listener.tls] is ignored")
+        XCTAssertEqual(result.listenerFiles.last?.backendTLS?.ca?.path, "/etc/secproxy/backend-ca.pem")
+    }
 }
