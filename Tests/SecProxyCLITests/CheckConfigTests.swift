@@ -697,4 +697,33 @@ final class CheckConfigTests: CLITestCase {
         try other.start()
         XCTAssertEqual(try other.waitForExitCode(timeout: 15), 1, other.outputTail())
     }
+
+    // MARK: - PROXY trust (issue 7 §2)
+
+    func testAcceptProxyProtocolWithoutTrustedPeersIsAWarningAndBadEntriesAreErrors() throws {
+        let text = """
+            [[listener]]
+            name = "lb"
+            listen = "127.0.0.1:18470"
+            mode = "plain"
+            backends = ["127.0.0.1:9001"]
+            accept_proxy_protocol = true
+            """
+        let path = try writeConfig(text)
+        let result = try checkConfig(path)
+        XCTAssertEqual(result.exitCode, 0, result.stderr)
+        assertDiagnostic(
+            result.stderrLines, path: path, at: location(of: "accept_proxy_protocol", in: text), "warning",
+            containing: ["any client can claim any address", "proxy_protocol_trusted"]
+        )
+
+        let bad = text + "\nproxy_protocol_trusted = [\"10.0.0.0/8\", \"10.0.0.1/8\", \"2001:db8::/200\"]\n"
+        let badPath = try writeConfig(bad, name: "bad.toml")
+        let checked = try checkConfig(badPath)
+        XCTAssertEqual(checked.exitCode, 1, checked.stderr)
+        let key = location(of: "proxy_protocol_trusted", in: bad)
+        assertDiagnostic(checked.stderrLines, path: badPath, at: key, containing: ["'10.0.0.1/8'", "\"10.0.0.0/8\""])
+        assertDiagnostic(checked.stderrLines, path: badPath, at: key, containing: ["'2001:db8::/200'", "0 to 128"])
+        XCTAssertFalse(checked.stderr.contains("any client can claim"), checked.stderr)
+    }
 }
