@@ -85,7 +85,8 @@ public enum Preparation {
         guard let configuration = loaded.configuration else {
             return PreparationResult(
                 prepared: nil,
-                diagnostics: (loaded.diagnostics + checker.diagnostics).sortedByLocation(),
+                diagnostics: (loaded.diagnostics + checker.diagnostics).sortedByLocation()
+                    .limited(to: ConfigurationLoader.maximumDiagnostics),
                 unreadableKeys: checker.unreadableKeys
             )
         }
@@ -119,7 +120,7 @@ public enum Preparation {
                 }
             }
         }
-        diagnostics = diagnostics.sortedByLocation()
+        diagnostics = diagnostics.sortedByLocation().limited(to: ConfigurationLoader.maximumDiagnostics)
         guard !diagnostics.containsErrors else {
             return PreparationResult(prepared: nil, diagnostics: diagnostics, unreadableKeys: checker.unreadableKeys)
         }

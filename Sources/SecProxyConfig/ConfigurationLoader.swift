@@ -8,6 +8,10 @@ public enum ConfigurationLoader {
     /// hostile or mistaken file (a log, a core dump) costs `--check-config` and a reload of a running daemon.
     public static let maximumSize = 1 << 20
 
+    /// The most diagnostics one load reports (`Array.limited(to:)`); a real configuration never comes close,
+    /// and the limit bounds what a hostile file costs `--check-config` and the log of a reload.
+    public static let maximumDiagnostics = 200
+
     /// The outcome of loading: the configuration when there were no errors, and all diagnostics.
     public struct Result: Sendable {
         /// `nil` when any diagnostic is an error.
@@ -38,7 +42,7 @@ public enum ConfigurationLoader {
             reader.error(problem.message, at: problem.location)
         }
         let configuration = reader.read(document.root)
-        let diagnostics = reader.diagnostics.sortedByLocation()
+        let diagnostics = reader.diagnostics.sortedByLocation().limited(to: maximumDiagnostics)
         return Result(
             configuration: diagnostics.containsErrors ? nil : configuration,
             diagnostics: diagnostics,

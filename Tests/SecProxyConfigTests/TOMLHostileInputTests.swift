@@ -136,8 +136,8 @@ final class TOMLHostileInputTests: XCTestCase {
         let lines = 60_000
         let text = "a = [\n" + String(repeating: "b = 1,\n", count: lines) + "]\n"
         let document = parse(text)
-        XCTAssertEqual(document?.problems.count, lines, "one problem per broken element")
         XCTAssertEqual(document?.problems.first?.location, SourceLocation(line: 2, column: 1))
+        XCTAssertEqual(document?.problems.last?.location, SourceLocation(line: 2 + TOMLParser.maximumProblems, column: 1))
     }
 
     func testManyUnterminatedArraysParseInLinearTime() {
@@ -145,7 +145,9 @@ final class TOMLHostileInputTests: XCTestCase {
         let lines = 60_000
         let document = parse(String(repeating: "a = [\n", count: lines))
         XCTAssertEqual(document?.problems.first?.message, "unterminated array: missing ']'")
-        XCTAssertGreaterThan(document?.problems.count ?? 0, lines / 2)
+        // Each line is its own unterminated array (the next `a = [` line ends it).
+        XCTAssertEqual(document?.problems.prefix(2).map(\.location.line), [1, 2])
+        XCTAssertEqual(document?.problems.count, TOMLParser.maximumProblems + 1)
     }
 
     func testManyUnterminatedInlineTablesParseInLinearTime() {
@@ -162,5 +164,38 @@ final class TOMLHostileInputTests: XCTestCase {
         let text = "a = [ x" + String(repeating: "[", count: 100_000) + String(repeating: "}", count: 100_000) + "\n"
         let document = parse(text)
         XCTAssertFalse(document?.problems.isEmpty ?? true)
+    }
+
+    // MARK: - Bounded output
+
+    func testProblemsStopAtTheLimitWithANote() {
+        let document = parse("#" + String(repeating: "\u{01}", count: 1 << 20) + "\nok = 1\n")
+        let limit = TOMLParser.maximumProblems
+        XCTAssertEqual(document?.problems.count, limit + 1)
+        XCTAssertEqual(
+            document?.problems.last.map { "\($0.location): \($0.message)" },
+            "1:\(limit + 2): too many syntax errors: only the first \(limit) are reported"
+        )
+        XCTAssertEqual(document?.root["ok"]?.node.value, .integer(1), "the document is still read to the end")
+    }
+
+    func testExactlyTheLimitOfProblemsHasNoNote() {
+        let document = parse("#" + String(repeating: "\u{01}", count: TOMLParser.maximumProblems) + "\n")
+        XCTAssertEqual(document?.problems.count, TOMLParser.maximumProblems)
+        XCTAssertFalse(messages(document).contains { $0.contains("too many") })
+    }
+
+    func testLoaderReportsAtMostItsLimitOfDiagnostics() {
+        let limit = ConfigurationLoader.maximumDiagnostics
+        let text = "[server]\n" + (0..<(limit + 50)).map { "unknown_\($0) = 1\n" }.joined()
+        let result = ConfigurationLoader.load(text: text, path: "t.toml", directory: "/etc")
+        XCTAssertEqual(result.diagnostics.count, limit + 1)
+        XCTAssertEqual(result.diagnostics, result.diagnostics.sortedByLocation())
+        // 250 unknown keys and "no [[listener]] defined" at 1:1: the note stands where the first one left out
+        // would have, the key on line limit + 1.
+        XCTAssertEqual(
+            result.diagnostics.last?.description,
+            "t.toml:\(limit + 1):1: error: too many problems: only the first \(limit) are reported, 51 more are not shown"
+        )
     }
 }

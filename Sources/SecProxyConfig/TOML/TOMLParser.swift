@@ -8,6 +8,9 @@ public enum TOMLParser {
     /// header or dotted key counts as one, so `[a.b]` plus `c = [{}]` is four. A configuration needs five.
     public static let maximumNesting = 32
 
+    /// The most syntax problems reported for one text; one more says that the rest are not shown.
+    public static let maximumProblems = 100
+
     /// Parses `text`. Never throws: syntax errors and duplicates are returned in `problems`,
     /// together with as much of the document as could be read.
     ///

@@ -4,7 +4,7 @@
 extension TOMLParserEngine {
     /// Applies a failure at statement level: reports it and moves to where parsing resumes.
     func recover(_ failure: TOMLFailure) {
-        if let problem = failure.problem { problems.append(problem) }
+        if let problem = failure.problem { record(problem) }
         switch failure.resume {
         case .nextLine:
             skipToNextLine()

@@ -105,12 +105,12 @@ extension TOMLParserEngine {
                 case .statement, .endOfFile:
                     throw error
                 case .nextLine:
-                    if let problem = error.problem { problems.append(problem) }
+                    if let problem = error.problem { record(problem) }
                     i = skipElementRest(from: elementStart)
                     if ch(i) == C.comma { i += 1 }
                     continue
                 case .at(let k):
-                    if let problem = error.problem { problems.append(problem) }
+                    if let problem = error.problem { record(problem) }
                     i = k
                 }
             }

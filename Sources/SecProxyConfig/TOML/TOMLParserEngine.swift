@@ -106,16 +106,36 @@ final class TOMLParserEngine {
 
     // MARK: Problems
 
+    /// Past the limit of problems (`record`): what is found is no longer kept, so need not be located.
+    var isFull: Bool { problems.count > TOMLParser.maximumProblems }
+
     func report(_ message: String, at index: Int) {
-        problems.append(TOMLProblem(location: location(index), message: message))
+        guard !isFull else { return }
+        record(TOMLProblem(location: location(index), message: message))
     }
 
     func report(_ message: String, at location: SourceLocation) {
-        problems.append(TOMLProblem(location: location, message: message))
+        record(TOMLProblem(location: location, message: message))
+    }
+
+    /// Keeps `problem`, up to `TOMLParser.maximumProblems`; the first one beyond is replaced by a note that
+    /// the rest are not shown. Parsing goes on (the document is still read whole), but a hostile file of a
+    /// million broken lines does not make a million diagnostics to sort, print and log on every reload.
+    func record(_ problem: TOMLProblem) {
+        if problems.count < TOMLParser.maximumProblems {
+            problems.append(problem)
+        } else if problems.count == TOMLParser.maximumProblems {
+            problems.append(
+                TOMLProblem(
+                    location: problem.location,
+                    message: "too many syntax errors: only the first \(TOMLParser.maximumProblems) are reported"
+                )
+            )
+        }
     }
 
     func fail(_ message: String, at index: Int, resume: TOMLFailure.Resume = .nextLine) -> TOMLFailure {
-        TOMLFailure(problem: TOMLProblem(location: location(index), message: message), resume: resume)
+        TOMLFailure(problem: isFull ? nil : TOMLProblem(location: location(index), message: message), resume: resume)
     }
 
     /// The problem of a construct nested one level too deep, at `index` (its opening character or key segment).
@@ -180,7 +200,7 @@ final class TOMLParserEngine {
         } catch {
             if case .at(let k) = error.resume {
                 // A broken construct whose end we found: check the rest of its line.
-                if let problem = error.problem { problems.append(problem) }
+                if let problem = error.problem { record(problem) }
                 i = k
                 do throws(TOMLFailure) {
                     try expectEndOfLine(after: "value")
