@@ -25,7 +25,8 @@ filter='^(SecProxyConfigTests|SecProxyTLSTests|SecProxyCoreTests)\.'
 # one-time allocations to the end, which LSan reports at exit. Leaks per input are what the fuzzers check
 # (scripts/fuzz.sh runs with ASan's leak checker on).
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0:halt_on_error=0:print_summary=1}"
-export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=0:report_signal_unsafe=0}"
+# TSan: scripts/tsan-suppressions.txt lists the reports that are not races, each with its reason.
+export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=0:report_signal_unsafe=0:suppressions=$root/scripts/tsan-suppressions.txt:print_suppressions=0}"
 
 failed=0
 for sanitizer in "${sanitizers[@]}"; do
