@@ -586,6 +586,8 @@ final class CheckConfigTests: CLITestCase {
     }
 
     func testReloadOfADeeplyNestedConfigKeepsTheDaemonRunning() throws {
+        let echo = try EchoServer()
+        defer { echo.stop() }
         let good = """
             [server]
             log_level = "info"
@@ -595,7 +597,7 @@ final class CheckConfigTests: CLITestCase {
             name = "raw"
             listen = "127.0.0.1:0"
             mode = "plain"
-            backends = ["127.0.0.1:9"]
+            backends = ["\(echo.address)"]
             """
         let path = try writeConfig(good)
         let daemon = try ProxyProcess.launch(configPath: path)
@@ -612,18 +614,10 @@ final class CheckConfigTests: CLITestCase {
         )
         // Still serving on the old configuration, and stops cleanly.
         XCTAssertEqual(try daemon.port(of: "raw"), port)
-        let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(client) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(client, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        XCTAssertEqual(connected, 0, "the listener still accepts: \(String(cString: strerror(errno)))")
+        let python = try PythonClient(directory: temporary)
+        let transfer = try python.transfer(ClientOptions(port: port, tls: false), payload: .text("still here"), timeout: 10)
+        XCTAssertTrue(transfer.ok, "\(transfer)\n\(daemon.outputTail())")
+        XCTAssertEqual(transfer.receivedText, "still here")
         daemon.send(signal: SIGTERM)
         XCTAssertEqual(try daemon.waitForExitCode(timeout: 15), 0, daemon.outputTail())
     }
