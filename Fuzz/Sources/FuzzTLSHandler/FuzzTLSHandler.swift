@@ -5,47 +5,107 @@ import NIOCore
 import NIOEmbedded
 import SecProxyTLS
 
-/// One input: what a client sends a TLS listener right after a real ClientHello — the rest of a handshake,
-/// alerts, records cut anywhere, or garbage — through the server-side `TLSHandler` on an `EmbeddedChannel`,
-/// using only its public API (`TLSHandler(context:)` and channel events).
+/// One input: what a client sends a TLS listener, through the server-side `TLSHandler` on an
+/// `EmbeddedChannel`, using only its public API (`TLSHandler(context:)` and channel events).
 ///
-/// Input layout: byte 0 picks the ClientHello (bit 0: TLS 1.2 only, else up to 1.3), whether the client half
-/// closes at the end (bit 1) and how the rest is cut into reads (bits 2-7: chunk size 1...64, or whole when
-/// 0). The remaining bytes are the client's. Crashes, memory errors and leaks are the findings; with ASan's
-/// leak checker on, a connection that keeps OpenSSL objects after its channel is gone is one too.
+/// Byte 0 chooses the scenario; the remaining bytes are the client's:
+/// - bit 0: the client offers TLS 1.2 only, else up to 1.3;
+/// - bits 2-3: 0 or 3 = a real ClientHello, then the bytes as raw records (the rest of a handshake, alerts,
+///   records cut anywhere, garbage); 1 = a full handshake with a client-side `TLSHandler`, then the bytes as
+///   raw records (forged or broken records on an established connection); 2 = a full handshake, then the bytes
+///   as application data that the client encrypts (the server echoes it);
+/// - bit 1: the client half-closes at the end (TCP FIN, or close_notify in scenario 2);
+/// - bits 4-7: how the bytes are cut into reads or writes: 16 × n bytes each, or all at once when 0.
+///
+/// Crashes, memory errors and leaks are the findings (with ASan's leak checker on, a connection that keeps
+/// OpenSSL objects after its channel is gone is one); besides, at most one `TLSError` reaches the pipeline.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzTLSHandler(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     guard size > 0 else { return 0 }
     let bytes = UnsafeBufferPointer(start: data, count: size)
     let control = bytes[0]
-    let hello = control & 1 == 0 ? Fixture.shared.tls13Hello : Fixture.shared.tls12Hello
-    let chunkSize = Int(control >> 2)
+    let maximum: TLSProtocolVersion = control & 1 == 0 ? .tls13 : .tls12
+    let scenario = (control >> 2) & 3
+    let halfClose = control & 2 != 0
+    let chunkSize = Int(control >> 4) * 16
+    let payload = bytes[1...]
 
-    let channel = EmbeddedChannel()
-    let sink = Sink()
+    let server = EmbeddedChannel()
+    let sink = Sink(echo: scenario == 2)
     do {
-        try channel.pipeline.syncOperations.addHandler(TLSHandler(context: Fixture.shared.server))
-        try channel.pipeline.syncOperations.addHandler(sink)
-        try channel.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 40000)).wait()
+        try server.pipeline.syncOperations.addHandler(TLSHandler(context: Fixture.shared.server))
+        try server.pipeline.syncOperations.addHandler(sink)
+        try server.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 40000)).wait()
     } catch {
-        fatalError("cannot set up the channel: \(error)")
+        fatalError("cannot set up the server channel: \(error)")
     }
 
-    feed(hello, to: channel)
-    var offset = 1
-    while offset < size, channel.isActive {
-        let end = chunkSize == 0 ? size : min(size, offset + chunkSize)
-        feed(channel.allocator.buffer(bytes: bytes[offset..<end]), to: channel)
+    switch scenario {
+    case 1, 2:
+        let client = Fixture.shared.connectedClient(maximum: maximum)
+        pump(client, server)
+        if scenario == 1 {
+            drain(client)
+            feedRaw(payload, chunkSize: chunkSize, to: server, halfClose: halfClose)
+        } else {
+            var offset = payload.startIndex
+            while offset < payload.endIndex, server.isActive, client.isActive {
+                let end = chunkSize == 0 ? payload.endIndex : min(payload.endIndex, offset + chunkSize)
+                client.writeAndFlush(client.allocator.buffer(bytes: payload[offset..<end]), promise: nil)
+                pump(client, server)
+                offset = end
+            }
+            if halfClose, client.isActive {
+                client.close(mode: .output, promise: nil)
+                pump(client, server)
+            }
+        }
+        close(client)
+    default:
+        feed(maximum == .tls13 ? Fixture.shared.tls13Hello : Fixture.shared.tls12Hello, to: server)
+        feedRaw(payload, chunkSize: chunkSize, to: server, halfClose: halfClose)
+    }
+    // What a peer's reset or the proxy's own close does; also ends a connection still in its handshake.
+    close(server)
+    precondition(sink.errors <= 1, "more than one TLSError reached the pipeline: \(sink.errors)")
+    return 0
+}
+
+/// The client's bytes as they would arrive from the network, cut into reads; then maybe a TCP half-close.
+private func feedRaw(
+    _ payload: Slice<UnsafeBufferPointer<UInt8>>,
+    chunkSize: Int,
+    to channel: EmbeddedChannel,
+    halfClose: Bool
+) {
+    var offset = payload.startIndex
+    while offset < payload.endIndex, channel.isActive {
+        let end = chunkSize == 0 ? payload.endIndex : min(payload.endIndex, offset + chunkSize)
+        feed(channel.allocator.buffer(bytes: payload[offset..<end]), to: channel)
         offset = end
     }
-    if control & 2 != 0, channel.isActive {
+    if halfClose, channel.isActive {
         channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
         drain(channel)
     }
-    // What a peer's reset or the proxy's own close does; also ends a connection still in its handshake.
-    close(channel)
-    precondition(sink.errors <= 1, "more than one TLSError reached the pipeline: \(sink.errors)")
-    return 0
+}
+
+/// Moves ciphertext both ways between two embedded channels until neither has anything more to say.
+private func pump(_ client: EmbeddedChannel, _ server: EmbeddedChannel) {
+    var moved = true
+    var rounds = 0
+    while moved, rounds < 64 {
+        moved = false
+        rounds += 1
+        while let buffer = try? client.readOutbound(as: ByteBuffer.self) {
+            moved = true
+            if server.isActive { _ = try? server.writeInbound(buffer) }
+        }
+        while let buffer = try? server.readOutbound(as: ByteBuffer.self) {
+            moved = true
+            if client.isActive { _ = try? client.writeInbound(buffer) }
+        }
+    }
 }
 
 /// Closes `channel` and runs the loop until it is closed. Not `close().wait()`: the handler completes a close
@@ -68,13 +128,32 @@ private func drain(_ channel: EmbeddedChannel) {
     while let _ = try? channel.readOutbound(as: ByteBuffer.self) {}
 }
 
-/// The end of the pipeline: swallows plaintext and counts the errors the handler fires.
+/// The end of the pipeline: swallows or echoes plaintext, closes its output after the client's, and counts
+/// the errors the handler fires.
 private final class Sink: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
+    let echo: Bool
     var errors = 0
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+    init(echo: Bool) {
+        self.echo = echo
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if echo { context.write(data, promise: nil) }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if echo { context.flush() }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            context.close(mode: .output, promise: nil)
+        }
+    }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         if error is TLSError { errors += 1 }
@@ -112,6 +191,34 @@ private final class Fixture {
         tls12Hello = Self.clientHello(maximum: .tls12)
         for file in ["key.pem", "cert.pem"] { unlink("\(folder)/\(file)") }
         rmdir(folder)
+    }
+
+    /// Client contexts by highest version: no verification, no resumption (every input starts afresh).
+    private let clients: [TLSProtocolVersion: TLSClientContext] = {
+        var contexts: [TLSProtocolVersion: TLSClientContext] = [:]
+        for maximum in [TLSProtocolVersion.tls12, .tls13] {
+            var configuration = TLSClientConfiguration()
+            configuration.maximumVersion = maximum
+            configuration.sessionResumption = false
+            do {
+                contexts[maximum] = try TLSClientContext(configuration: configuration)
+            } catch {
+                fatalError("client context: \(error)")
+            }
+        }
+        return contexts
+    }()
+
+    /// A new client channel, active, its ClientHello waiting in its outbound buffer.
+    func connectedClient(maximum: TLSProtocolVersion) -> EmbeddedChannel {
+        let channel = EmbeddedChannel()
+        do {
+            try channel.pipeline.syncOperations.addHandler(TLSHandler(context: clients[maximum]!, serverName: "fuzz.test"))
+            try channel.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 443)).wait()
+        } catch {
+            fatalError("client channel: \(error)")
+        }
+        return channel
     }
 
     /// What a client-side `TLSHandler` sends first when its channel becomes active.
