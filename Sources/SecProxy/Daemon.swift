@@ -55,7 +55,10 @@ public final class Daemon: Sendable {
         for diagnostic in result.diagnostics {
             FileHandle.standardError.write(Data("\(diagnostic)\n".utf8))
         }
-        guard let prepared = result.prepared else { return ExitCode.invalidConfiguration }
+        guard let prepared = result.prepared else {
+            // SPEC §1: a key that cannot be read at startup is a runtime failure; anything else is the config's.
+            return result.failure == .cannotReadKey ? ExitCode.runtimeFailure : ExitCode.invalidConfiguration
+        }
 
         let server = prepared.configuration.server
         let settings = LineLogHandler.Settings(format: server.logFormat, level: Logger.Level(server.logLevel))

@@ -31,8 +31,30 @@ public struct CertificateSummary: Sendable {
 
 /// The outcome of preparing: the prepared configuration when there were no errors, and every diagnostic.
 public struct PreparationResult: Sendable {
+    /// Why there is no prepared configuration.
+    public enum Failure: Sendable, Equatable {
+        /// The configuration is wrong (SPEC §1: exit 1).
+        case invalidConfiguration
+        /// The only errors are key files that could not be opened or read: for the daemon at startup a runtime
+        /// failure (SPEC §1: exit 3, "cannot read a key"), for `--check-config` still an invalid configuration.
+        case cannotReadKey
+    }
+
     public var prepared: PreparedConfiguration?
     public var diagnostics: [Diagnostic]
+    /// `nil` exactly when `prepared` is set.
+    public var failure: Failure?
+
+    init(prepared: PreparedConfiguration?, diagnostics: [Diagnostic], unreadableKeys: Int = 0) {
+        self.prepared = prepared
+        self.diagnostics = diagnostics
+        if prepared != nil {
+            failure = nil
+        } else {
+            let errors = diagnostics.filter { $0.severity == .error }.count
+            failure = unreadableKeys > 0 && errors == unreadableKeys ? .cannotReadKey : .invalidConfiguration
+        }
+    }
 }
 
 /// parse → validate → load certificates and keys → build every TLS context.
@@ -60,19 +82,21 @@ public enum Preparation {
         let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
         let directory = (absolute as NSString).deletingLastPathComponent
         let loaded = ConfigurationLoader.load(text: text, path: path, directory: directory)
-        guard let configuration = loaded.configuration else {
-            return PreparationResult(prepared: nil, diagnostics: loaded.diagnostics)
-        }
+        // The files are checked even when the configuration has errors, so that one run reports everything.
         var checker = FileChecker(path: path, now: now)
+        for listener in loaded.listenerFiles {
+            checker.check(listener)
+        }
+        guard let configuration = loaded.configuration else {
+            return PreparationResult(
+                prepared: nil,
+                diagnostics: (loaded.diagnostics + checker.diagnostics).sortedByLocation()
+                    .limited(to: ConfigurationLoader.maximumDiagnostics),
+                unreadableKeys: checker.unreadableKeys
+            )
+        }
         var contexts: [String: TLSServerContext] = [:]
         var backendContexts: [String: TLSClientContext] = [:]
-        for listener in configuration.listeners {
-            if let backendTLS = listener.backendTLS {
-                checker.check(backendTLS: backendTLS)
-            }
-            guard listener.mode == .tls, let tls = listener.tls else { continue }
-            checker.check(tls: tls, listener: listener.name)
-        }
         checker.checkAdmin(configuration.admin, text: text)
         var diagnostics = loaded.diagnostics + checker.diagnostics
         if !diagnostics.containsErrors {
@@ -104,9 +128,9 @@ public enum Preparation {
                 }
             }
         }
-        diagnostics = diagnostics.sortedByLocation()
+        diagnostics = diagnostics.sortedByLocation().limited(to: ConfigurationLoader.maximumDiagnostics)
         guard !diagnostics.containsErrors else {
-            return PreparationResult(prepared: nil, diagnostics: diagnostics)
+            return PreparationResult(prepared: nil, diagnostics: diagnostics, unreadableKeys: checker.unreadableKeys)
         }
         return PreparationResult(
             prepared: PreparedConfiguration(
@@ -163,27 +187,24 @@ public enum Preparation {
         return configuration
     }
 
-    /// The file's text, or the reason it cannot be read (`strerror` wording).
+    /// The file's text, or the reason it cannot be read (`strerror` wording). Opened non-blocking and only
+    /// when it is a regular file, and read up to `ConfigurationLoader.maximumSize`: `-c /dev/stdin`, a FIFO or
+    /// a device cannot stall a reload, nor a huge file exhaust memory.
     static func readConfiguration(path: String) -> Result<String, ReadFailure> {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return .failure(ReadFailure(errno: errno)) }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                return .failure(ReadFailure(errno: errno))
+        let limit = ConfigurationLoader.maximumSize
+        switch FileBytes.read(path, limit: limit) {
+        case .success(let bytes):
+            guard let text = String(validating: bytes, as: UTF8.self) else {
+                return .failure(ReadFailure(message: "not valid UTF-8"))
             }
-            if n == 0 { break }
-            bytes.append(contentsOf: chunk[0..<n])
-            if bytes.count > 16 * 1024 * 1024 { return .failure(ReadFailure(message: "file is larger than 16 MiB")) }
+            return .success(text)
+        case .failure(.tooLarge):
+            return .failure(
+                ReadFailure(message: "larger than \(limit >> 20) MiB, the most a configuration may be")
+            )
+        case .failure(let failure):
+            return .failure(ReadFailure(message: failure.description))
         }
-        guard let text = String(validating: bytes, as: UTF8.self) else {
-            return .failure(ReadFailure(message: "not valid UTF-8"))
-        }
-        return .success(text)
     }
 
     struct ReadFailure: Error, CustomStringConvertible {
@@ -209,15 +230,34 @@ extension SecProxyTLS.TLSProtocolVersion {
 }
 
 /// The checks that need the file system or OpenSSL, each reported at the key that named the file.
+///
+/// Every file is opened non-blocking and must be a regular file (`FileBytes`); private keys and ticket keys must
+/// be private to the user secproxy runs as.
 struct FileChecker {
     let path: String
     let now: Date
+    /// The user that owns key files: the one secproxy runs as.
+    let user: uid_t
     var diagnostics: [Diagnostic] = []
     var certificates: [CertificateSummary] = []
+    /// How many of the errors are key files (private keys, ticket keys) that could not be opened or read.
+    private(set) var unreadableKeys = 0
 
-    init(path: String, now: Date) {
+    init(path: String, now: Date, user: uid_t = geteuid()) {
         self.path = path
         self.now = now
+        self.user = user
+    }
+
+    /// The files of one listener: `[listener.tls]` (certificates, keys, CA, CRL, OCSP, ticket keys, the cipher
+    /// strings) and `[listener.backend_tls]`.
+    mutating func check(_ listener: ListenerFiles) {
+        if let backendTLS = listener.backendTLS {
+            check(backendTLS: backendTLS)
+        }
+        if let tls = listener.tls {
+            check(tls: tls, listener: listener.name ?? "")
+        }
     }
 
     mutating func check(tls: TLSSettings, listener: String) {
@@ -245,30 +285,22 @@ struct FileChecker {
                 .error("invalid curves '\(tls.curves.value)': \(error.reason)", at: tls.curves.location, file: path)
             )
         }
-        if let ca = tls.clientCA, readable(ca, what: "client CA file") {
+        if let ca = tls.clientCA, opened(ca, what: "client CA file") != nil {
             if let error = TLSSettingsValidation.validateCAFile(ca.path) {
                 diagnostics.append(
                     .error("client CA file '\(ca.written)' does not parse: \(error.reason)", at: ca.location, file: path)
                 )
             }
         }
-        if let ticketKeys = tls.ticketKeyFile, readable(ticketKeys, what: "ticket key file") {
-            var info = stat()
-            if stat(ticketKeys.path, &info) == 0, info.st_mode & S_IROTH != 0 {
-                diagnostics.append(
-                    .warning(
-                        "ticket key file '\(ticketKeys.written)' is readable by other users; run chmod 600 on it",
-                        at: ticketKeys.location, file: path
-                    )
-                )
-            }
+        if let ticketKeys = tls.ticketKeyFile, let info = opened(ticketKeys, what: "ticket key file", isKey: true) {
+            checkPrivate(ticketKeys, info, what: "ticket key file")
             if let error = TLSSettingsValidation.validateTicketKeyFile(ticketKeys.path) {
                 diagnostics.append(
                     .error("ticket key file '\(ticketKeys.written)' is invalid: \(error.reason)", at: ticketKeys.location, file: path)
                 )
             }
         }
-        if let ocsp = tls.ocspResponse, readable(ocsp, what: "OCSP response file") {
+        if let ocsp = tls.ocspResponse, opened(ocsp, what: "OCSP response file") != nil {
             switch TLSSettingsValidation.checkOCSPResponseFile(ocsp.path, certificateChainFile: tls.cert.path, now: now) {
             case .good:
                 break
@@ -280,7 +312,7 @@ struct FileChecker {
                 )
             }
         }
-        if let crl = tls.clientCRL, readable(crl, what: "CRL file") {
+        if let crl = tls.clientCRL, opened(crl, what: "CRL file") != nil {
             if let error = TLSSettingsValidation.validateCRLFile(crl.path) {
                 diagnostics.append(
                     .error("CRL file '\(crl.written)' does not parse: \(error.reason)", at: crl.location, file: path)
@@ -315,7 +347,7 @@ struct FileChecker {
 
     /// `[listener.backend_tls]`: the CA bundle parses, a client certificate matches its key.
     mutating func check(backendTLS: BackendTLSSettings) {
-        if let ca = backendTLS.ca, readable(ca, what: "backend CA file") {
+        if let ca = backendTLS.ca, opened(ca, what: "backend CA file") != nil {
             if let error = TLSSettingsValidation.validateCAFile(ca.path) {
                 diagnostics.append(
                     .error("backend CA file '\(ca.written)' does not parse: \(error.reason)", at: ca.location, file: path)
@@ -329,7 +361,7 @@ struct FileChecker {
 
     private mutating func checkPair(cert: FileReference, key: FileReference, listener: String?) {
         var chain: [TLSCertificate] = []
-        if readable(cert, what: "certificate file") {
+        if opened(cert, what: "certificate file") != nil {
             do {
                 chain = try TLSCertificate.loadChain(file: cert.path)
             } catch {
@@ -365,17 +397,8 @@ struct FileChecker {
                 }
             }
         }
-        guard readable(key, what: "private key file") else { return }
-        var info = stat()
-        if stat(key.path, &info) == 0, info.st_mode & S_IROTH != 0 {
-            let mode = String(info.st_mode & 0o777, radix: 8)
-            diagnostics.append(
-                .warning(
-                    "private key file '\(key.written)' is readable by other users (mode 0\(mode)); run chmod 600 on it",
-                    at: key.location, file: path
-                )
-            )
-        }
+        guard let info = opened(key, what: "private key file", isKey: true) else { return }
+        checkPrivate(key, info, what: "private key file")
         let privateKey: TLSPrivateKey
         do {
             privateKey = try TLSPrivateKey.load(file: key.path)
@@ -395,28 +418,60 @@ struct FileChecker {
         }
     }
 
-    /// Reports a missing or unreadable file; true when it can be read.
-    private mutating func readable(_ file: FileReference, what: String) -> Bool {
-        var info = stat()
-        guard stat(file.path, &info) == 0 else {
-            let reason = errno == ENOENT ? "does not exist" : "cannot be read: \(String(cString: strerror(errno)))"
-            diagnostics.append(.error("\(what) '\(file.written)' \(reason)", at: file.location, file: path))
-            return false
+    /// Opens `file` the way the TLS layer will read it (non-blocking, a regular file) and returns its `fstat`;
+    /// reports why not when it cannot.
+    /// - Parameters:
+    ///   - file: the file and the key that named it.
+    ///   - what: how messages name it, "private key file".
+    ///   - isKey: counts an open failure as "cannot read a key" (`PreparationResult.Failure.cannotReadKey`).
+    private mutating func opened(_ file: FileReference, what: String, isKey: Bool = false) -> stat? {
+        let reason: String
+        switch FileBytes.statRegularFile(file.path) {
+        case .success(let info):
+            return info
+        case .failure(.system(let code)):
+            reason = code == ENOENT ? "does not exist" : "cannot be read: \(String(cString: strerror(code)))"
+            if isKey { unreadableKeys += 1 }
+        case .failure(let failure):
+            reason = "is \(failure)"
         }
-        if info.st_mode & S_IFMT == S_IFDIR {
-            diagnostics.append(.error("\(what) '\(file.written)' is a directory", at: file.location, file: path))
-            return false
-        }
-        guard access(file.path, R_OK) == 0 else {
+        diagnostics.append(.error("\(what) '\(file.written)' \(reason)", at: file.location, file: path))
+        return nil
+    }
+
+    /// Warns when a key file is not private to the user secproxy runs as: any group or other permission bit
+    /// (a key that others may read, or replace, is not secret), or another owner (who can change the mode).
+    private mutating func checkPrivate(_ file: FileReference, _ info: stat, what: String) {
+        let mode = info.st_mode & 0o777
+        if mode & 0o077 != 0 {
+            let bits = String(mode, radix: 8)
+            let others = mode & 0o007 != 0 ? "other users" : "its group"
             diagnostics.append(
-                .error(
-                    "\(what) '\(file.written)' cannot be read: \(String(cString: strerror(errno)))",
+                .warning(
+                    "\(what) '\(file.written)' is accessible to \(others) (mode 0\(bits)); run chmod 600 on it",
                     at: file.location, file: path
                 )
             )
-            return false
         }
-        return true
+        if info.st_uid != user {
+            diagnostics.append(
+                .warning(
+                    "\(what) '\(file.written)' is owned by \(Self.userName(info.st_uid)), but secproxy runs as "
+                        + "\(Self.userName(user)); run chown on it",
+                    at: file.location, file: path
+                )
+            )
+        }
+    }
+
+    /// "'secproxy' (uid 998)", or "uid 998" for a user without a name.
+    static func userName(_ uid: uid_t) -> String {
+        var entry = passwd()
+        var result: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let found = getpwuid_r(uid, &entry, &buffer, buffer.count, &result) == 0 && result != nil
+        guard found, let name = entry.pw_name.map({ String(cString: $0) }) else { return "uid \(uid)" }
+        return "'\(name)' (uid \(uid))"
     }
 
     static func day(_ date: Date) -> String {

@@ -172,6 +172,9 @@ public struct ListenerConfiguration: Sendable {
     public var proxyProtocol: ProxyProtocolVersion
     /// Expect a PROXY header from the client.
     public var acceptProxyProtocol: Bool
+    /// `proxy_protocol_trusted`: the peers that may connect when it is not empty (the load balancers that
+    /// send PROXY headers); empty = any peer. See `trustsPeer(_:)`.
+    public var proxyProtocolTrusted: [AddressRange]
     /// `[defaults]` merged with this listener's overrides.
     public var settings: ConnectionSettings
     /// `[listener.tls]`; present in a valid configuration exactly when `mode == .tls`.
@@ -186,7 +189,8 @@ public struct ListenerConfiguration: Sendable {
     public init(
         name: String, location: SourceLocation, listen: Located<SocketAddressSpec>, mode: ListenerMode,
         backends: [BackendAddress], balance: BalanceStrategy = .roundRobin, proxyProtocol: ProxyProtocolVersion = .off,
-        acceptProxyProtocol: Bool = false, settings: ConnectionSettings = ConnectionSettings(), tls: TLSSettings? = nil,
+        acceptProxyProtocol: Bool = false, proxyProtocolTrusted: [AddressRange] = [],
+        settings: ConnectionSettings = ConnectionSettings(), tls: TLSSettings? = nil,
         routes: [RouteSettings] = [], backendTLS: BackendTLSSettings? = nil, healthCheck: HealthCheckSettings? = nil
     ) {
         self.name = name
@@ -197,11 +201,21 @@ public struct ListenerConfiguration: Sendable {
         self.balance = balance
         self.proxyProtocol = proxyProtocol
         self.acceptProxyProtocol = acceptProxyProtocol
+        self.proxyProtocolTrusted = proxyProtocolTrusted
         self.settings = settings
         self.tls = tls
         self.routes = routes
         self.backendTLS = backendTLS
         self.healthCheck = healthCheck
+    }
+}
+
+extension ListenerConfiguration {
+    /// Whether a connection from `peer` may go on under `proxy_protocol_trusted`: always when the list is empty
+    /// (the default, any peer), else when one of its ranges contains the address.
+    /// - Parameter peer: the peer's address in network byte order, 4 or 16 bytes (`sin_addr`, `sin6_addr`).
+    public func trustsPeer<Bytes: Collection>(_ peer: Bytes) -> Bool where Bytes.Element == UInt8 {
+        proxyProtocolTrusted.isEmpty || proxyProtocolTrusted.contains { $0.contains(peer) }
     }
 }
 

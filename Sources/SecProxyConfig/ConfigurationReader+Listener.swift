@@ -33,6 +33,14 @@ extension ConfigurationReader {
         let balance = choice("balance", in: table, of: BalanceStrategy.self)?.value ?? .roundRobin
         let proxyProtocol = choice("proxy_protocol", in: table, of: ProxyProtocolVersion.self)?.value ?? .off
         let acceptProxyProtocol = boolean("accept_proxy_protocol", in: table) ?? false
+        let trusted = proxyProtocolTrusted(in: table)
+        if acceptProxyProtocol, trusted == nil, let key = table.entry("accept_proxy_protocol") {
+            warning(
+                "accept_proxy_protocol = true with no 'proxy_protocol_trusted': any client can claim any address; "
+                    + "list the addresses of the load balancers that send PROXY headers",
+                at: key.keyLocation
+            )
+        }
         let settings = readConnectionSettings(table, base: defaults)
 
         var tls: TLSSettings?
@@ -77,6 +85,8 @@ extension ConfigurationReader {
         let backendTLS = table.subtable("backend_tls").flatMap { readBackendTLS(open($0, as: .backendTLS)) }
         let healthCheck = table.subtable("health_check").map { readHealthCheck(open($0, as: .healthCheck)) }
 
+        listenerFiles.append(ListenerFiles(name: name, tls: mode == .plain ? nil : tls, backendTLS: backendTLS))
+
         guard let name, let listen, let mode, let backends, mode == .plain || tls != nil, routesComplete else {
             return nil
         }
@@ -89,12 +99,38 @@ extension ConfigurationReader {
             balance: balance,
             proxyProtocol: proxyProtocol,
             acceptProxyProtocol: acceptProxyProtocol,
+            proxyProtocolTrusted: trusted ?? [],
             settings: settings,
             tls: mode == .tls ? tls : nil,
             routes: mode == .tls ? routes : [],
             backendTLS: backendTLS,
             healthCheck: healthCheck
         )
+    }
+
+    /// `proxy_protocol_trusted`, each entry checked; `nil` when it is absent or empty. An entry that an
+    /// earlier one already covers is a warning (a sign that one of them is not what was meant).
+    private mutating func proxyProtocolTrusted(in table: CheckedTable) -> [AddressRange]? {
+        let key = "proxy_protocol_trusted"
+        guard let list = stringArray(key, in: table), !list.value.isEmpty else { return nil }
+        // TODO(data path): remove when the listener closes untrusted peers (`ListenerConfiguration.trustsPeer`);
+        // until then an operator must not believe the filter is on.
+        warning("'\(key)' is checked but not enforced yet: every peer can still connect", at: list.location)
+        var ranges: [AddressRange] = []
+        for text in list.value {
+            switch AddressRange.parse(text) {
+            case .success(let range):
+                if let wider = ranges.first(where: { $0.covers(range) }) {
+                    let what = wider == range ? "is listed more than once" : "is already covered by '\(wider)'"
+                    warning("'\(text)' in '\(key)' \(what)", at: list.location)
+                } else {
+                    ranges.append(range)
+                }
+            case .failure(let problem):
+                error("invalid entry '\(text)' in '\(key)': \(problem.reason)", at: list.location)
+            }
+        }
+        return ranges
     }
 
     /// The listener's `name`: required, `[A-Za-z0-9_-]+`, unique (a duplicate is reported at its own key).

@@ -11,6 +11,8 @@ struct ConfigurationReader {
     let directory: String
     /// Everything reported so far, in the order found.
     private(set) var diagnostics: [Diagnostic] = []
+    /// The file settings of every listener read so far, complete or not.
+    var listenerFiles: [ListenerFiles] = []
 
     init(path: String, directory: String) {
         self.path = path

@@ -127,6 +127,7 @@ extension TableSchema {
             ("balance", .string),
             ("proxy_protocol", .string),
             ("accept_proxy_protocol", .boolean),
+            ("proxy_protocol_trusted", .stringArray),
         ] + connectionKeys + [
             ("tls", .table),
             ("route", .arrayOfTables),

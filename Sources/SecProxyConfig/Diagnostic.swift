@@ -77,6 +77,18 @@ extension Array where Element == Diagnostic {
     /// True when at least one diagnostic is an error.
     public var containsErrors: Bool { contains { $0.severity == .error } }
 
+    /// The first `limit` of these sorted diagnostics, and when there are more, one error at the position of
+    /// the first left out that says how many are not shown (so the result stays sorted).
+    public func limited(to limit: Int) -> [Diagnostic] {
+        guard count > limit, let first = self.dropFirst(limit).first else { return self }
+        let note = Diagnostic.error(
+            "too many problems: only the first \(limit) are reported, \(count - limit) more are not shown",
+            at: first.location,
+            file: first.file
+        )
+        return Array(prefix(limit)) + [note]
+    }
+
     /// Sorted by position (file-level first), stable for equal positions.
     public func sortedByLocation() -> [Diagnostic] {
         enumerated().sorted { a, b in

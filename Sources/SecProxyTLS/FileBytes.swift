@@ -6,37 +6,122 @@ import Musl
 import Darwin
 #endif
 
-/// Reads small configuration files (certificates, keys, CAs, CRLs) whole, so that a missing,
-/// unreadable or empty file gets a precise message before OpenSSL sees it.
-enum FileBytes {
+/// Reads the files a configuration names (certificates, keys, CAs, CRLs, OCSP responses, ticket keys) whole,
+/// so that a missing, unreadable or empty file gets a precise message before OpenSSL sees it.
+///
+/// Every file is opened with `O_NONBLOCK` and must be a regular file: a FIFO, a device or a directory named
+/// by mistake (or by an attacker who can write the config's folder) is refused at once instead of blocking
+/// `--check-config`, startup or a reload forever, or feeding it endless bytes.
+public enum FileBytes {
     /// Files larger than this are refused; no sane PEM bundle comes close.
-    static let maximumSize = 16 * 1024 * 1024
+    public static let maximumSize = 16 * 1024 * 1024
 
+    /// Why a file cannot be read.
+    public enum Failure: Error, Sendable, Equatable, CustomStringConvertible {
+        /// `open`, `fstat` or `read` failed with this `errno` (`ENOENT`, `EACCES`, …).
+        case system(errno: Int32)
+        /// It exists but is not a regular file; the payload names what it is ("a directory", "a FIFO", …).
+        case notRegular(String)
+        /// Larger than the limit it was read with.
+        case tooLarge(limit: Int)
+
+        /// "No such file or directory", "a FIFO, not a regular file", "larger than 16 MiB".
+        public var description: String {
+            switch self {
+            case .system(let code): String(cString: strerror(code))
+            case .notRegular(let kind): "\(kind), not a regular file"
+            case .tooLarge(let limit): "larger than \(FileBytes.sizeText(limit))"
+            }
+        }
+    }
+
+    /// Opens `path` read-only and non-blocking, checks that it is a regular file, and runs `body` with the
+    /// descriptor and its `fstat` (so that owner and mode checks look at the very file that is read); the
+    /// descriptor is closed when `body` returns.
+    /// - Parameters:
+    ///   - path: the file.
+    ///   - body: what to do with the open file.
+    public static func withRegularFile<T>(
+        _ path: String,
+        _ body: (_ descriptor: Int32, _ info: stat) -> Result<T, Failure>
+    ) -> Result<T, Failure> {
+        // O_NONBLOCK: opening a FIFO for reading does not wait for a writer, and no read can block;
+        // O_NOCTTY: a terminal device named by mistake does not become the controlling terminal.
+        let fd = systemOpen(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
+        guard fd >= 0 else { return .failure(.system(errno: errno)) }
+        defer { systemClose(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { return .failure(.system(errno: errno)) }
+        guard info.st_mode & S_IFMT == S_IFREG else { return .failure(.notRegular(kindName(info.st_mode))) }
+        return body(fd, info)
+    }
+
+    /// The `stat` of `path` after the checks of `withRegularFile`.
+    public static func statRegularFile(_ path: String) -> Result<stat, Failure> {
+        withRegularFile(path) { _, info in .success(info) }
+    }
+
+    /// The whole file, at most `limit` bytes.
+    /// - Parameters:
+    ///   - path: the file.
+    ///   - limit: the largest size accepted.
+    public static func read(_ path: String, limit: Int = maximumSize) -> Result<[UInt8], Failure> {
+        withRegularFile(path) { fd, info in
+            if Int(info.st_size) > limit { return .failure(.tooLarge(limit: limit)) }
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(Int(info.st_size))
+            var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+            while true {
+                let count = chunk.withUnsafeMutableBytes { systemRead(fd, $0.baseAddress, $0.count) }
+                if count < 0 {
+                    if errno == EINTR { continue }
+                    return .failure(.system(errno: errno))
+                }
+                if count == 0 { break }
+                // The file may have grown since fstat: the limit holds for what is read.
+                if bytes.count + count > limit { return .failure(.tooLarge(limit: limit)) }
+                bytes.append(contentsOf: chunk[0..<count])
+            }
+            return .success(bytes)
+        }
+    }
+
+    /// `read(_:)` for the TLS loaders, failing with a `TLSError`.
     static func contents(of path: String) throws -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            throw TLSError.own("cannot read file: \(String(cString: strerror(errno)))", detail: path)
+        switch read(path) {
+        case .success(let bytes):
+            return bytes
+        case .failure(.tooLarge):
+            throw TLSError.own("file too large", detail: path)
+        case .failure(let failure):
+            throw TLSError.own("cannot read file: \(failure)", detail: path)
         }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw TLSError.own("cannot read file: \(String(cString: strerror(errno)))", detail: path)
-            }
-            if count == 0 { break }
-            bytes.append(contentsOf: chunk[0..<count])
-            if bytes.count > maximumSize {
-                throw TLSError.own("file too large", detail: path)
-            }
-        }
-        return bytes
     }
 
     /// Whether `bytes` contains `needle` (used for PEM markers only; files are small).
     static func contains(_ bytes: [UInt8], _ needle: String) -> Bool {
         bytes.firstRange(of: Array(needle.utf8)) != nil
     }
+
+    /// "a directory", "a FIFO", "a character device", … for a `st_mode`.
+    static func kindName(_ mode: mode_t) -> String {
+        switch mode & S_IFMT {
+        case S_IFDIR: "a directory"
+        case S_IFIFO: "a FIFO"
+        case S_IFCHR: "a character device"
+        case S_IFBLK: "a block device"
+        case S_IFSOCK: "a socket"
+        default: "a special file"
+        }
+    }
+
+    /// "16 MiB", "1 MiB", or a byte count.
+    static func sizeText(_ bytes: Int) -> String {
+        bytes % (1 << 20) == 0 ? "\(bytes >> 20) MiB" : "\(bytes) bytes"
+    }
 }
+
+// File-level names for the system calls, which the members `read` of `FileBytes` would otherwise hide.
+private func systemOpen(_ path: String, _ flags: Int32) -> Int32 { open(path, flags) }
+private func systemClose(_ fd: Int32) { _ = close(fd) }
+private func systemRead(_ fd: Int32, _ buffer: UnsafeMutableRawPointer?, _ count: Int) -> Int { read(fd, buffer, count) }

@@ -462,4 +462,262 @@ final class CheckConfigTests: CLITestCase {
         XCTAssertEqual(result.exitCode, 1, result.stderr)
         assertDiagnostic(result.stderrLines, path: path, at: location(of: "key =", in: text))
     }
+
+    // MARK: - Every problem in one run
+
+    func testAnErrorInOneListenerDoesNotHideAMissingCertificateInAnother() throws {
+        let cert = try ca.issue("web")
+        let text = """
+            [[listener]]
+            name = "a"
+            listen = "127.0.0.1:18460"
+            mode = "plain"
+            backends = []
+
+            [[listener]]
+            name = "b"
+            listen = "127.0.0.1:18461"
+            mode = "tls"
+            backends = ["127.0.0.1:9001"]
+
+            [listener.tls]
+            cert = "missing.pem"
+            key = "\(cert.keyPath)"
+
+            [[listener]]
+            name = "c"
+            listen = "127.0.0.1:18462"
+            mode = "tls"
+            backends = []
+
+            [listener.tls]
+            cert = "\(cert.certPath)"
+            key = "also-missing.key"
+            """
+        let path = try writeConfig(text)
+        let result = try checkConfig(path)
+        XCTAssertEqual(result.exitCode, 1, result.stderr)
+        let lines = result.stderrLines
+        assertDiagnostic(lines, path: path, at: location(of: "backends = []", in: text), containing: ["empty backend"])
+        assertDiagnostic(lines, path: path, at: location(of: "cert = \"missing", in: text), containing: ["does not exist"])
+        // The listener with the syntax-level error still has its files checked.
+        assertDiagnostic(lines, path: path, at: location(of: "key = \"also", in: text), containing: ["does not exist"])
+    }
+
+    // MARK: - Files that are not regular files (issue 7 §3)
+
+    func testCertificateThatIsAFIFOIsAnErrorAndDoesNotHang() throws {
+        let cert = try ca.issue("web")
+        let fifo = temporary.file("fifo.pem")
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0, String(cString: strerror(errno)))
+        let text = tlsConfig(cert: fifo, key: cert.keyPath)
+        let path = try writeConfig(text)
+        // Nothing ever writes to the FIFO: a blocking open or read would hang until the timeout.
+        let result = try runSecproxy(["--check-config", "-c", path], timeout: 20)
+        XCTAssertEqual(result.exitCode, 1, result.stderr)
+        assertDiagnostic(
+            result.stderrLines, path: path, at: location(of: "cert =", in: text), containing: ["is a FIFO, not a regular file"]
+        )
+    }
+
+    func testDevicesAndDirectoriesAreNotRegularFiles() throws {
+        let cert = try ca.issue("web")
+        try temporary.makeDirectory("cadir")
+        let text = """
+            [[listener]]
+            name = "web"
+            listen = "127.0.0.1:18463"
+            mode = "tls"
+            backends = ["127.0.0.1:9001"]
+
+            [listener.tls]
+            cert = "\(cert.certPath)"
+            key = "/dev/zero"
+            client_ca = "cadir"
+            ticket_key_file = "/dev/urandom"
+            """
+        let path = try writeConfig(text)
+        let result = try runSecproxy(["--check-config", "-c", path], timeout: 20)
+        XCTAssertEqual(result.exitCode, 1, result.stderr)
+        let lines = result.stderrLines
+        assertDiagnostic(lines, path: path, at: location(of: "key =", in: text), containing: ["is a character device"])
+        assertDiagnostic(lines, path: path, at: location(of: "client_ca", in: text), containing: ["is a directory"])
+        assertDiagnostic(lines, path: path, at: location(of: "ticket_key_file", in: text), containing: ["is a character device"])
+    }
+
+    func testConfigurationThatIsAFIFOCannotBeRead() throws {
+        let fifo = temporary.file("secproxy.toml")
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0, String(cString: strerror(errno)))
+        let result = try runSecproxy(["--check-config", "-c", fifo], timeout: 20)
+        XCTAssertEqual(result.exitCode, 1, result.stderr)
+        XCTAssertEqual(
+            result.stderrLines,
+            ["\(fifo): error: cannot read configuration: a FIFO, not a regular file"]
+        )
+    }
+
+    func testConfigurationLargerThanOneMiBIsAnError() throws {
+        // A valid file made of comments, one byte over the limit.
+        let line = "# " + String(repeating: "x", count: 1021) + "\n"
+        let text = String(repeating: line, count: 1024) + "#"
+        XCTAssertEqual(text.utf8.count, (1 << 20) + 1)
+        let path = try writeConfig(text)
+        let result = try checkConfig(path)
+        XCTAssertEqual(result.exitCode, 1, result.stderr)
+        XCTAssertEqual(
+            result.stderrLines,
+            ["\(path): error: cannot read configuration: larger than 1 MiB, the most a configuration may be"]
+        )
+        // At the limit, the size is not the problem (the file has no listener).
+        let atLimit = try checkConfig(try writeConfig(String(text.dropLast()), name: "limit.toml"))
+        XCTAssertFalse(atLimit.stderr.contains("larger than"), atLimit.stderr)
+    }
+
+    // MARK: - Hostile TOML (issue 7 §3)
+
+    func testTwoHundredThousandBracketsAreAPositionedErrorNotACrash() throws {
+        let text = "a = " + String(repeating: "[", count: 200_000) + "\n"
+        let path = try writeConfig(text)
+        let result = try checkConfig(path)
+        XCTAssertEqual(result.exitCode, 1, "a crash exits by a signal: \(result.stderr.prefix(2000))")
+        assertDiagnostic(
+            result.stderrLines, path: path, at: "1:37", containing: ["nesting is too deep: at most 32 levels"]
+        )
+    }
+
+    func testReloadOfADeeplyNestedConfigKeepsTheDaemonRunning() throws {
+        let echo = try EchoServer()
+        defer { echo.stop() }
+        let good = """
+            [server]
+            log_level = "info"
+            drain_timeout = "1s"
+
+            [[listener]]
+            name = "raw"
+            listen = "127.0.0.1:0"
+            mode = "plain"
+            backends = ["\(echo.address)"]
+            """
+        let path = try writeConfig(good)
+        let daemon = try ProxyProcess.launch(configPath: path)
+        daemons.append(daemon)
+        let port = try daemon.port(of: "raw")
+
+        _ = try writeConfig(good + "\nx = " + String(repeating: "[", count: 200_000) + "\n")
+        daemon.send(signal: SIGHUP)
+        try daemon.waitForMessage("configuration reload failed; keeping the running configuration", timeout: 20)
+        // Line 10, in the [[listener]] table (level 1): the 32nd `[` is one level too many.
+        XCTAssertTrue(
+            daemon.events.contains { ($0["msg"] ?? "").contains(":10:36: error: nesting is too deep") },
+            daemon.outputTail()
+        )
+        // Still serving on the old configuration, and stops cleanly.
+        XCTAssertEqual(try daemon.port(of: "raw"), port)
+        let python = try PythonClient(directory: temporary)
+        let transfer = try python.transfer(ClientOptions(port: port, tls: false), payload: .text("still here"), timeout: 10)
+        XCTAssertTrue(transfer.ok, "\(transfer)\n\(daemon.outputTail())")
+        XCTAssertEqual(transfer.receivedText, "still here")
+        daemon.send(signal: SIGTERM)
+        XCTAssertEqual(try daemon.waitForExitCode(timeout: 15), 0, daemon.outputTail())
+    }
+
+    // MARK: - Key files (issue 7 §3)
+
+    func testKeyReadableByItsGroupIsAWarning() throws {
+        let cert = try ca.issue("web")
+        try setMode(cert.keyPath, 0o640)
+        let text = tlsConfig(cert: cert.certPath, key: cert.keyPath)
+        let path = try writeConfig(text)
+        let result = try checkConfig(path)
+        XCTAssertEqual(result.exitCode, 0, result.stderr)
+        assertDiagnostic(
+            result.stderrLines, path: path, at: location(of: "key =", in: text), "warning",
+            containing: ["accessible to its group (mode 0640)", "chmod 600"]
+        )
+    }
+
+    func testKeyAndTicketKeyOwnedByAnotherUserAreWarnings() throws {
+        guard geteuid() == 0 else { throw XCTSkip("giving a file to another user needs root") }
+        let cert = try ca.issue("web")
+        let tickets = try temporary.write(
+            "tickets.key",
+            "# one key\n" + Data((0..<80).map { UInt8($0) }).base64EncodedString() + "\n",
+            mode: 0o600
+        )
+        XCTAssertEqual(chown(cert.keyPath, 65534, 65534), 0)
+        XCTAssertEqual(chown(tickets, 65534, 65534), 0)
+        try setMode(tickets, 0o604)
+        let text = tlsConfig(cert: cert.certPath, key: cert.keyPath) + "\nticket_key_file = \"tickets.key\"\n"
+        let path = try writeConfig(text)
+        let result = try checkConfig(path)
+        XCTAssertEqual(result.exitCode, 0, result.stderr)
+        let lines = result.stderrLines
+        assertDiagnostic(
+            lines, path: path, at: location(of: "key =", in: text), "warning",
+            containing: ["is owned by", "(uid 65534)", "but secproxy runs as", "(uid 0)"]
+        )
+        assertDiagnostic(
+            lines, path: path, at: location(of: "ticket_key_file", in: text), "warning",
+            containing: ["is owned by", "(uid 65534)"]
+        )
+        assertDiagnostic(
+            lines, path: path, at: location(of: "ticket_key_file", in: text), "warning",
+            containing: ["accessible to other users (mode 0604)"]
+        )
+    }
+
+    func testKeyThatCannotBeReadIsExitThreeForTheDaemonAndOneForCheckConfig() throws {
+        let cert = try ca.issue("web")
+        let text = tlsConfig(cert: cert.certPath, key: temporary.file("gone.key"))
+        let path = try writeConfig(text)
+        let checked = try checkConfig(path)
+        XCTAssertEqual(checked.exitCode, 1, checked.stderr)
+        assertDiagnostic(checked.stderrLines, path: path, at: location(of: "key =", in: text), containing: ["does not exist"])
+
+        let daemon = try ProxyProcess(configPath: path)
+        daemons.append(daemon)
+        try daemon.start()
+        XCTAssertEqual(try daemon.waitForExitCode(timeout: 15), 3, daemon.outputTail())
+        XCTAssertTrue(
+            daemon.process.stderrLines.contains { $0.hasPrefix("\(path):\(location(of: "key =", in: text)): error:") },
+            daemon.outputTail()
+        )
+
+        // With a configuration error besides, the configuration is what is wrong: exit 1.
+        let broken = try writeConfig(text.replacingOccurrences(of: "mode = \"tls\"", with: "mode = \"tls\"\nbalance = \"x\""), name: "broken.toml")
+        let other = try ProxyProcess(configPath: broken)
+        daemons.append(other)
+        try other.start()
+        XCTAssertEqual(try other.waitForExitCode(timeout: 15), 1, other.outputTail())
+    }
+
+    // MARK: - PROXY trust (issue 7 §2)
+
+    func testAcceptProxyProtocolWithoutTrustedPeersIsAWarningAndBadEntriesAreErrors() throws {
+        let text = """
+            [[listener]]
+            name = "lb"
+            listen = "127.0.0.1:18470"
+            mode = "plain"
+            backends = ["127.0.0.1:9001"]
+            accept_proxy_protocol = true
+            """
+        let path = try writeConfig(text)
+        let result = try checkConfig(path)
+        XCTAssertEqual(result.exitCode, 0, result.stderr)
+        assertDiagnostic(
+            result.stderrLines, path: path, at: location(of: "accept_proxy_protocol", in: text), "warning",
+            containing: ["any client can claim any address", "proxy_protocol_trusted"]
+        )
+
+        let bad = text + "\nproxy_protocol_trusted = [\"10.0.0.0/8\", \"10.0.0.1/8\", \"2001:db8::/200\"]\n"
+        let badPath = try writeConfig(bad, name: "bad.toml")
+        let checked = try checkConfig(badPath)
+        XCTAssertEqual(checked.exitCode, 1, checked.stderr)
+        let key = location(of: "proxy_protocol_trusted", in: bad)
+        assertDiagnostic(checked.stderrLines, path: badPath, at: key, containing: ["'10.0.0.1/8'", "\"10.0.0.0/8\""])
+        assertDiagnostic(checked.stderrLines, path: badPath, at: key, containing: ["'2001:db8::/200'", "0 to 128"])
+        XCTAssertFalse(checked.stderr.contains("any client can claim"), checked.stderr)
+    }
 }

@@ -43,6 +43,7 @@ final class ConfigurationLoaderTests: XCTestCase {
         balance = "least_connections"
         proxy_protocol = "v2"
         accept_proxy_protocol = true
+        proxy_protocol_trusted = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]
 
         [listener.tls]
         cert = "certs/example.com.pem"
@@ -103,7 +104,11 @@ final class ConfigurationLoaderTests: XCTestCase {
 
     func testFullConfigurationLoadsWithEveryValue() throws {
         let result = load(fullConfiguration)
-        XCTAssertEqual(result.diagnostics.map(\.description), [])
+        // Until the data path enforces proxy_protocol_trusted, the one warning says so.
+        XCTAssertEqual(
+            result.diagnostics.map(\.description),
+            ["test.toml:29:1: warning: 'proxy_protocol_trusted' is checked but not enforced yet: every peer can still connect"]
+        )
         let configuration = try XCTUnwrap(result.configuration)
         XCTAssertEqual(configuration.path, "test.toml")
         XCTAssertEqual(configuration.directory, directory)
@@ -135,6 +140,7 @@ final class ConfigurationLoaderTests: XCTestCase {
         XCTAssertEqual(web.balance, .leastConnections)
         XCTAssertEqual(web.proxyProtocol, .v2)
         XCTAssertTrue(web.acceptProxyProtocol)
+        XCTAssertEqual(web.proxyProtocolTrusted.map(\.description), ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"])
         XCTAssertEqual(
             web.settings,
             ConnectionSettings(
@@ -149,21 +155,21 @@ final class ConfigurationLoaderTests: XCTestCase {
         )
 
         let tls = try XCTUnwrap(web.tls)
-        XCTAssertEqual(tls.location, SourceLocation(line: 30, column: 1))
+        XCTAssertEqual(tls.location, SourceLocation(line: 31, column: 1))
         XCTAssertEqual(
             tls.cert,
             FileReference(
                 path: "/etc/secproxy/certs/example.com.pem",
                 written: "certs/example.com.pem",
-                location: SourceLocation(line: 31, column: 1)
+                location: SourceLocation(line: 32, column: 1)
             )
         )
         XCTAssertEqual(tls.key.path, "/etc/secproxy/certs/example.com.key")
         XCTAssertEqual(tls.key.written, "./certs/../certs/example.com.key")
-        XCTAssertEqual(tls.key.location, SourceLocation(line: 32, column: 1))
-        XCTAssertEqual(tls.minVersion, Located(.tls13, at: SourceLocation(line: 33, column: 1)))
+        XCTAssertEqual(tls.key.location, SourceLocation(line: 33, column: 1))
+        XCTAssertEqual(tls.minVersion, Located(.tls13, at: SourceLocation(line: 34, column: 1)))
         XCTAssertEqual(tls.maxVersion.value, .tls13)
-        XCTAssertEqual(tls.ciphers, Located("ECDHE+AESGCM", at: SourceLocation(line: 35, column: 1)))
+        XCTAssertEqual(tls.ciphers, Located("ECDHE+AESGCM", at: SourceLocation(line: 36, column: 1)))
         XCTAssertEqual(tls.ciphersuites.value, "TLS_AES_256_GCM_SHA384")
         XCTAssertEqual(tls.curves.value, "X25519")
         XCTAssertEqual(tls.alpn, ["h2", "http/1.1"])
@@ -179,7 +185,7 @@ final class ConfigurationLoaderTests: XCTestCase {
         XCTAssertTrue(tls.strictSNI)
         XCTAssertEqual(tls.ocspResponse?.path, "/etc/secproxy/ocsp.der")
         XCTAssertEqual(tls.sni.count, 2)
-        XCTAssertEqual(tls.sni[0].location, SourceLocation(line: 48, column: 1))
+        XCTAssertEqual(tls.sni[0].location, SourceLocation(line: 49, column: 1))
         XCTAssertEqual(tls.sni[0].cert.path, "/etc/secproxy/certs/api.example.org.pem")
         XCTAssertEqual(tls.sni[0].key.path, "/etc/secproxy/certs/api.example.org.key")
         XCTAssertEqual(tls.sni[0].names, ["api.example.org", "*.example.org"])
@@ -188,7 +194,7 @@ final class ConfigurationLoaderTests: XCTestCase {
         XCTAssertEqual(web.routes.map(\.sni), ["api.example.org", "*.example.org"])
         XCTAssertEqual(
             web.routes.map(\.location),
-            [SourceLocation(line: 57, column: 1), SourceLocation(line: 61, column: 1)]
+            [SourceLocation(line: 58, column: 1), SourceLocation(line: 62, column: 1)]
         )
         XCTAssertEqual(
             web.routes[1].backends.map(\.kind),
@@ -219,6 +225,7 @@ final class ConfigurationLoaderTests: XCTestCase {
         XCTAssertEqual(db.balance, .roundRobin)
         XCTAssertEqual(db.proxyProtocol, .off)
         XCTAssertFalse(db.acceptProxyProtocol)
+        XCTAssertEqual(db.proxyProtocolTrusted, [])
         // The listener's own keys override [defaults]; the rest comes from [defaults].
         XCTAssertEqual(
             db.settings,
@@ -515,5 +522,52 @@ final class ConfigurationLoaderTests: XCTestCase {
             ).configuration
         )
         XCTAssertEqual(configuration.distinctBackendCount, 3)
+    }
+
+    // MARK: - Limits and partial results (issue 7 §3)
+
+    func testAConfigurationLargerThanOneMiBIsOneErrorAndIsNotParsed() {
+        let text = "[[listener]]\n" + String(repeating: "#", count: ConfigurationLoader.maximumSize)
+        let result = load(text)
+        XCTAssertNil(result.configuration)
+        XCTAssertEqual(
+            result.diagnostics.map(\.description),
+            ["test.toml: error: configuration is \(text.utf8.count) bytes, larger than 1 MiB, the most a configuration may be"]
+        )
+        XCTAssertTrue(result.listenerFiles.isEmpty)
+    }
+
+    func testListenerFilesAreKeptWhenTheConfigurationHasErrors() {
+        let result = load(
+            """
+            [[listener]]
+            name = "a"
+            listen = "127.0.0.1:1"
+            backends = []
+
+            [listener.tls]
+            cert = "a.pem"
+            key = "a.key"
+
+            [[listener]]
+            name = "b"
+            listen = "127.0.0.1:2"
+            mode = "plain"
+            backends = ["127.0.0.1:8080"]
+
+            [listener.tls]
+            cert = "ignored.pem"
+            key = "ignored.key"
+
+            [listener.backend_tls]
+            ca = "backend-ca.pem"
+            server_name = "app.internal"
+            """
+        )
+        XCTAssertNil(result.configuration)
+        XCTAssertEqual(result.listenerFiles.map(\.name), ["a", "b"])
+        XCTAssertEqual(result.listenerFiles.first?.tls?.cert.path, "/etc/secproxy/a.pem")
+        XCTAssertNil(result.listenerFiles.last?.tls, "a plain listener's [listener.tls] is ignored")
+        XCTAssertEqual(result.listenerFiles.last?.backendTLS?.ca?.path, "/etc/secproxy/backend-ca.pem")
     }
 }
