@@ -113,9 +113,6 @@ extension ConfigurationReader {
     private mutating func proxyProtocolTrusted(in table: CheckedTable) -> [AddressRange]? {
         let key = "proxy_protocol_trusted"
         guard let list = stringArray(key, in: table), !list.value.isEmpty else { return nil }
-        // TODO(data path): remove when the listener closes untrusted peers (`ListenerConfiguration.trustsPeer`);
-        // until then an operator must not believe the filter is on.
-        warning("'\(key)' is checked but not enforced yet: every peer can still connect", at: list.location)
         var ranges: [AddressRange] = []
         for text in list.value {
             switch AddressRange.parse(text) {

@@ -89,6 +89,8 @@ public final class ListenerRuntime: Sendable {
     public let proxyProtocol: ProxyProtocolVersion
     /// Expect a PROXY header from the client.
     public let acceptProxyProtocol: Bool
+    /// `proxy_protocol_trusted`: when not empty, the only peers that may connect.
+    let proxyProtocolTrusted: [AddressRange]
     /// `allowed_clients`; empty = any client certificate the TLS layer accepted.
     let allowedClients: [ClientMatcher]
     /// Concurrent connections per client (IPv4 address, IPv6 /64); 0 = unlimited.
@@ -152,6 +154,7 @@ public final class ListenerRuntime: Sendable {
         self.allowedClients = configuration.tls?.allowedClients ?? []
         self.proxyProtocol = configuration.proxyProtocol
         self.acceptProxyProtocol = configuration.acceptProxyProtocol
+        self.proxyProtocolTrusted = configuration.proxyProtocolTrusted
         self.maxConnectionsPerIP = settings.maxConnectionsPerIP
         self.maxNewConnectionsPerIP = settings.maxNewConnectionsPerIP
     }
@@ -177,6 +180,24 @@ extension ListenerRuntime {
             }
         }
         return pool
+    }
+
+    /// Whether `proxy_protocol_trusted` lets a connection from `peer` go on (always when the list is empty).
+    func trusts(_ peer: SocketAddress?) -> Bool {
+        guard !proxyProtocolTrusted.isEmpty else { return true }
+        guard let peer else { return false }
+        switch peer {
+        case .v4(let address):
+            return withUnsafeBytes(of: address.address.sin_addr) { bytes in
+                proxyProtocolTrusted.contains { $0.contains(bytes) }
+            }
+        case .v6(let address):
+            return withUnsafeBytes(of: address.address.sin6_addr) { bytes in
+                proxyProtocolTrusted.contains { $0.contains(bytes) }
+            }
+        case .unixDomainSocket:
+            return false
+        }
     }
 
     /// Whether `allowed_clients` lets this client certificate through.

@@ -148,7 +148,7 @@ final class AddressRangeTests: XCTestCase {
             directory: "/etc"
         )
         let listeners = try XCTUnwrap(result.configuration?.listeners, "\(result.diagnostics)")
-        XCTAssertEqual(result.diagnostics.map(\.message), ["'proxy_protocol_trusted' is checked but not enforced yet: every peer can still connect"])
+        XCTAssertEqual(result.diagnostics.map(\.message), [])
         XCTAssertTrue(listeners[0].trustsPeer(v4("203.0.113.1")))
         XCTAssertEqual(listeners[1].proxyProtocolTrusted.map(\.description), ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"])
         XCTAssertTrue(listeners[1].trustsPeer(v4("10.2.3.4")))

@@ -104,11 +104,7 @@ final class ConfigurationLoaderTests: XCTestCase {
 
     func testFullConfigurationLoadsWithEveryValue() throws {
         let result = load(fullConfiguration)
-        // Until the data path enforces proxy_protocol_trusted, the one warning says so.
-        XCTAssertEqual(
-            result.diagnostics.map(\.description),
-            ["test.toml:29:1: warning: 'proxy_protocol_trusted' is checked but not enforced yet: every peer can still connect"]
-        )
+        XCTAssertEqual(result.diagnostics.map(\.description), [])
         let configuration = try XCTUnwrap(result.configuration)
         XCTAssertEqual(configuration.path, "test.toml")
         XCTAssertEqual(configuration.directory, directory)

@@ -294,4 +294,22 @@ final class ConnectionHandlerTests: XCTestCase {
         XCTAssertEqual(world.observer.summaries.last?.reason, .perIPLimit)
         XCTAssertEqual(world.observer.summaries.last?.client, "10.0.0.7:5")
     }
+
+    func testUntrustedSourcesAreClosedAtAcceptBeforeAnyByteIsRead() throws {
+        let world = try ConnectionHarness(
+            listenerTOML: #"mode = "plain"\#naccept_proxy_protocol = true\#nproxy_protocol_trusted = ["10.0.0.0/8", "::ffff:192.0.2.0/120"]"#
+        )
+        let stranger = try world.connect(from: "192.0.3.1", port: 1)
+        XCTAssertTrue(stranger.socket.closed)
+        XCTAssertEqual(stranger.socket.readRequests, 0, "not a byte read")
+        XCTAssertFalse(stranger.connector.started)
+        XCTAssertEqual(world.observer.summaries.last?.reason, .proxyProtocolInvalid)
+        XCTAssertEqual(world.observer.summaries.last?.detail, "untrusted source")
+        XCTAssertEqual(world.tracker.count, 0, "an untrusted peer takes no max_connections slot")
+
+        let balancer = try world.connect(from: "10.1.2.3", port: 2)
+        XCTAssertFalse(balancer.socket.closed)
+        let mapped = try world.connect(from: "192.0.2.9", port: 3)
+        XCTAssertFalse(mapped.socket.closed, "an IPv4 peer matches the IPv4-mapped range")
+    }
 }

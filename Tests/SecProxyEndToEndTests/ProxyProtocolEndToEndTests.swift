@@ -269,6 +269,46 @@ final class ProxyProtocolEndToEndTests: ProxyTestCase {
         XCTAssertEqual(proxy.connectionLogLines.count, cases.count, proxy.outputTail())
     }
 
+    func testOnlyTrustedSourcesMayConnectWhenTheListIsSet() throws {
+        let backend = try recordingBackend()
+        let (untrusted, untrustedAddress) = try startProxy(
+            .plain(
+                "lb", backends: [backend.address],
+                settings: ["accept_proxy_protocol": true, "proxy_protocol_trusted": ["10.0.0.0/8", "2001:db8::/32"]]
+            )
+        )
+        let untrustedPort = untrustedAddress.port
+        // A peer outside every range is closed at accept: its bytes, a valid header included, are never read.
+        let refused = try runClient(
+            ClientRun(port: untrustedPort, prefix: Array(balancedV1.utf8), payload: Array("x".utf8), timeout: 5)
+        )
+        XCTAssertTrue(refused.closed, "\(refused)")
+        XCTAssertEqual(refused.received, [])
+        let fields = Logfmt.parse(try connectionLine(of: untrusted, clientPort: try XCTUnwrap(refused.localPort)))
+        XCTAssertEqual(fields["reason"], "proxy_protocol_invalid", "\(fields)")
+        XCTAssertEqual(fields["error"], "untrusted source", "\(fields)")
+        XCTAssertEqual(fields["client"], "127.0.0.1:\(refused.localPort ?? -1)", "the socket's peer: \(fields)")
+        XCTAssertEqual(backend.connectionCount, 0, "an untrusted source never reaches a backend")
+
+        // The same client from a listed address goes through, and its header is believed.
+        let (trusted, trustedAddress) = try startProxy(
+            .plain(
+                "lb2", backends: [backend.address],
+                settings: ["accept_proxy_protocol": true, "proxy_protocol_trusted": ["10.0.0.0/8", "127.0.0.1"]]
+            )
+        )
+        let payload = Array("through".utf8)
+        let result = try runClient(
+            ClientRun(
+                port: trustedAddress.port, prefix: Array(balancedV1.utf8), payload: payload,
+                expect: 4 + payload.count
+            )
+        )
+        XCTAssertNil(result.error, "\(result)\n\(trusted.outputTail())")
+        XCTAssertEqual(result.received, Array("ack:".utf8) + payload)
+        XCTAssertEqual(Logfmt.parse(try connectionLine(of: trusted, clientPort: 5555))["client"], "203.0.113.7:5555")
+    }
+
     func testTLSClientHelloWithoutHeaderIsRefused() throws {
         let backend = try recordingBackend()
         let (proxy, address) = try startProxy(

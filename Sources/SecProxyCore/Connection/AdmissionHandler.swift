@@ -15,7 +15,8 @@ struct AdmissionTicket {
 }
 
 /// The first handler of an accepted connection (after the PROXY decoder when `accept_proxy_protocol`
-/// is on): decides before any byte is read whether the connection may proceed — `max_connections`,
+/// is on): decides before any byte is read whether the connection may proceed — `proxy_protocol_trusted`,
+/// `max_connections`,
 /// then `max_connections_per_ip` / `max_new_connections_per_ip` for the socket's peer — and refuses it
 /// at once otherwise (no handshake, no backend). An admitted connection gets the rest of its pipeline
 /// (TLS, glue) here.
@@ -50,6 +51,10 @@ final class AdmissionHandler: ChannelInboundHandler, RemovableChannelHandler {
         let channel = context.channel
         // Every accepted socket counts, refused ones too (`connectionClosed(reason:)` ends each one).
         runtime.metrics.connectionOpened()
+        // proxy_protocol_trusted: only the load balancers listed may connect at all.
+        guard runtime.trusts(channel.remoteAddress) else {
+            return refuse(context: context, reason: .proxyProtocolInvalid, detail: "untrusted source")
+        }
         guard tracker.admit(channel) else {
             return refuse(context: context, reason: .maxConnections)
         }
