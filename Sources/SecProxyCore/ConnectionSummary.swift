@@ -3,8 +3,11 @@ import NIOCore
 /// Everything known about one client connection when it ends: the fields of its log line.
 public struct ConnectionSummary: Sendable {
     public var listener: String
-    /// `IP:PORT`, IPv6 in brackets.
-    public var client: String
+    /// The client: the socket's peer, or the address a PROXY header named.
+    public var clientAddress: SocketAddress?
+    /// `IP:PORT`, IPv6 in brackets; "" when unknown. Formatted when asked for, so that a connection's end
+    /// costs no address formatting when its line is not logged.
+    public var client: String { clientAddress?.logDescription ?? "" }
     /// The backend as written in the config, or "" when none was connected.
     public var backend: String
     public var sni: String?
@@ -24,12 +27,12 @@ public struct ConnectionSummary: Sendable {
     public var detail: String?
 
     public init(
-        listener: String, client: String, backend: String = "", sni: String? = nil, alpn: String? = nil,
+        listener: String, clientAddress: SocketAddress?, backend: String = "", sni: String? = nil, alpn: String? = nil,
         tlsVersion: String? = nil, cipher: String? = nil, resumed: Bool? = nil, bytesIn: Int = 0, bytesOut: Int = 0,
         durationMilliseconds: Int64 = 0, reason: CloseReason, detail: String? = nil
     ) {
         self.listener = listener
-        self.client = client
+        self.clientAddress = clientAddress
         self.backend = backend
         self.sni = sni
         self.alpn = alpn

@@ -116,7 +116,7 @@ public final class ListenerRuntime: Sendable {
     }
 
     var receiveAllocator: AdaptiveRecvByteBufferAllocator {
-        AdaptiveRecvByteBufferAllocator(minimum: 64, initial: min(2048, readChunk), maximum: readChunk)
+        AdaptiveRecvByteBufferAllocator(minimum: 64, initial: min(512, readChunk), maximum: readChunk)
     }
 
     public init(

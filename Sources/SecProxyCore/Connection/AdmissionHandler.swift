@@ -145,7 +145,7 @@ final class AdmissionHandler: ChannelInboundHandler, RemovableChannelHandler {
         runtime.metrics.connectionClosed(reason: reason)
         observer.connectionClosed(
             ConnectionSummary(
-                listener: runtime.name, client: context.channel.remoteAddress?.logDescription ?? "", reason: reason,
+                listener: runtime.name, clientAddress: context.channel.remoteAddress, reason: reason,
                 detail: detail
             )
         )

@@ -120,7 +120,7 @@ extension Connection {
         observer.connectionClosed(
             ConnectionSummary(
                 listener: runtime.name,
-                client: clientAddress?.logDescription ?? "",
+                clientAddress: clientAddress,
                 backend: wired?.target.text ?? "",
                 sni: tlsInfo?.serverName,
                 alpn: tlsInfo?.alpn,
