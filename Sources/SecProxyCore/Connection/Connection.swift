@@ -110,13 +110,16 @@ final class Connection {
         guard machine.isBeforeHandshakeEnd else { return }
         endHandshake()
         tlsInfo = info
-        let elapsed = eventLoop.now - acceptedAt
-        observer.handshakeCompleted(
-            listener: runtime.name, tlsVersion: info.version, resumed: info.resumed,
-            seconds: Double(elapsed.nanoseconds) / 1e9
-        )
-        // allowed_clients: refused before any backend is contacted.
-        perform(machine.handshakeCompleted(allowed: runtime.allows(info.peerCertificate)))
+        // allowed_clients: refused before any backend is contacted (and counted as a failed handshake).
+        let allowed = runtime.allows(info.peerCertificate)
+        if allowed {
+            let elapsed = eventLoop.now - acceptedAt
+            observer.handshakeCompleted(
+                listener: runtime.name, tlsVersion: info.version, resumed: info.resumed,
+                seconds: Double(elapsed.nanoseconds) / 1e9
+            )
+        }
+        perform(machine.handshakeCompleted(allowed: allowed))
         syncTimer()
     }
 
