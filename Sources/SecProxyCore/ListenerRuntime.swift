@@ -107,14 +107,6 @@ public final class ListenerRuntime: Sendable {
     /// one read of at most `readChunk` in flight, at most `buffer_size` bytes per direction are held.
     var directionLimit: Int { max(1, bufferSize - readChunk) }
 
-    /// A channel turns unwritable above `buffer_size` of unsent bytes. The data path bounds what it
-    /// queues itself (`directionLimit`); this bounds what the TLS handler writes on its own (alerts,
-    /// KeyUpdate answers): it stops reading its peer while the channel is not writable.
-    var writeBufferWaterMark: ChannelOptions.Types.WriteBufferWaterMark {
-        let high = max(2, bufferSize)
-        return .init(low: max(1, high / 2), high: high)
-    }
-
     var receiveAllocator: AdaptiveRecvByteBufferAllocator {
         AdaptiveRecvByteBufferAllocator(minimum: 64, initial: min(512, readChunk), maximum: readChunk)
     }

@@ -59,9 +59,6 @@ public final class ProxyListener: Sendable {
                     )
                 }
             }
-            .childChannelOption(.allowRemoteHalfClosure, value: true)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.maxMessagesPerRead, value: 1)
             .childChannelInitializer { channel in
                 let runtime = box.withLockedValue { $0 }
                 return channel.eventLoop.makeCompletedFuture {
@@ -84,9 +81,14 @@ public final class ProxyListener: Sendable {
         channel: Channel, runtime: ListenerRuntime, limiter: PerIPLimiter, tracker: ConnectionTracker,
         observer: any ConnectionObserver
     ) throws {
-        // Per connection, so that a reload's buffer_size applies to new connections.
+        // Set here, synchronously, rather than as the bootstrap's child options, which are applied through
+        // a chain of futures per option; and per connection, so that a reload's buffer_size applies to new
+        // connections. (Backpressure is the data path's own, from write completions: the channels'
+        // writability is not used.)
         if let options = channel.syncOptions {
-            try options.setOption(.writeBufferWaterMark, value: runtime.writeBufferWaterMark)
+            try options.setOption(.allowRemoteHalfClosure, value: true)
+            try options.setOption(.socketOption(.tcp_nodelay), value: 1)
+            try options.setOption(.maxMessagesPerRead, value: 1)
             try options.setOption(.recvAllocator, value: runtime.receiveAllocator)
         }
         let pipeline = channel.pipeline.syncOperations

@@ -125,21 +125,22 @@ final class BackendConnector: BackendConnecting {
 
     private func makeBootstrap(for attempt: Attempt) -> ClientBootstrap {
         let bound = NIOLoopBound((self, attempt), eventLoop: eventLoop)
-        var bootstrap = ClientBootstrap(group: eventLoop)
+        // The options are set in the initializer, synchronously: a bootstrap's own option list applies
+        // each one through a chain of futures, which cost more than the rest of the set-up (TCP_NODELAY is
+        // the bootstrap's default).
+        return ClientBootstrap(group: eventLoop)
             .connectTimeout(runtime.connectTimeout)
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.writeBufferWaterMark, value: runtime.writeBufferWaterMark)
-            .channelOption(.maxMessagesPerRead, value: 1)
-            .channelOption(.recvAllocator, value: runtime.receiveAllocator)
-        if case .unix = attempt.target.endpoint {} else {
-            bootstrap = bootstrap.channelOption(.socketOption(.tcp_nodelay), value: 1)
-        }
-        return bootstrap.channelInitializer { [backendTLS = runtime.backendTLS] channel in
+            .channelInitializer { [backendTLS = runtime.backendTLS, receiveAllocator = runtime.receiveAllocator] channel in
             channel.eventLoop.makeCompletedFuture {
                 let (connector, attempt) = bound.value
                 attempt.channel = channel
                 if connector.cancelled {
                     throw ChannelError.ioOnClosedChannel
+                }
+                if let options = channel.syncOptions {
+                    try options.setOption(.allowRemoteHalfClosure, value: true)
+                    try options.setOption(.maxMessagesPerRead, value: 1)
+                    try options.setOption(.recvAllocator, value: receiveAllocator)
                 }
                 if let backendTLS {
                     let pipeline = channel.pipeline.syncOperations
