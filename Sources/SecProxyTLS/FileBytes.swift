@@ -92,13 +92,16 @@ public enum FileBytes {
 
     /// `read(_:)` for the TLS loaders, failing with a `TLSError`.
     static func contents(of path: String) throws -> [UInt8] {
-        switch read(path) {
-        case .success(let bytes):
-            return bytes
-        case .failure(.tooLarge):
-            throw TLSError.own("file too large", detail: path)
-        case .failure(let failure):
-            throw TLSError.own("cannot read file: \(failure)", detail: path)
+        try read(path).mapError { self.readError($0, origin: path) }.get()
+    }
+
+    /// `failure` as the TLS loaders word it: "file too large", "cannot read file: No such file or directory".
+    static func readError(_ failure: Failure, origin path: String) -> TLSError {
+        switch failure {
+        case .tooLarge:
+            return TLSError.own("file too large", detail: path)
+        case .system, .notRegular:
+            return TLSError.own("cannot read file: \(failure)", detail: path)
         }
     }
 
