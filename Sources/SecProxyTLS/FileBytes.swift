@@ -57,11 +57,6 @@ public enum FileBytes {
         return body(fd, info)
     }
 
-    /// The `stat` of `path` after the checks of `withRegularFile`.
-    public static func statRegularFile(_ path: String) -> Result<stat, Failure> {
-        withRegularFile(path) { _, info in .success(info) }
-    }
-
     /// The whole file, at most `limit` bytes.
     /// - Parameters:
     ///   - path: the file.

@@ -11,7 +11,7 @@ import Glibc
 #endif
 
 /// The files a configuration names, as `Preparation.prepare` reads them: every diagnostic about them (text,
-/// position, severity).
+/// position, severity), and each file opened and read once, the TLS contexts built from what the checks parsed.
 final class PreparationFilesTests: XCTestCase {
     private var temporary: TemporaryDirectory!
     private var ca: TestCA!
@@ -212,5 +212,85 @@ final class PreparationFilesTests: XCTestCase {
             "\(path):\(location(of: "[listener.tls]", in: text)): error: cannot set up TLS for listener 'web': "
             + "client CA \(caWithBadCRL): "
         XCTAssertTrue(result.diagnostics.first?.description.hasPrefix(prefix) ?? false, "\(result.diagnostics)")
+    }
+
+    // MARK: - Each file read once
+
+    /// A CRL of the test CA revoking nothing, and an OCSP response saying `certificate` is good, from the CA's
+    /// own database (`openssl ca` / `openssl ocsp`).
+    private func makeCRLAndOCSP(for certificate: TestCA.Issued) throws -> (crl: String, ocsp: String) {
+        let crl = temporary.file("crl.pem")
+        let ocsp = temporary.file("web-ocsp.der")
+        let script = """
+            set -e
+            openssl ca -config "$DB/ca.cnf" -gencrl -crldays 30 -out "$CRL" 2>/dev/null
+            openssl ocsp -index "$DB/index.txt" -rsigner "$CA" -rkey "$CAKEY" -CA "$CA" -issuer "$CA" \\
+                -cert "$CERT" -respout "$OCSP" -ndays 1 >/dev/null 2>&1
+            """
+        let run = try Subprocess.run(
+            "/bin/sh", ["-c", script],
+            environment: [
+                "DB": ca.directory + "/ca-db", "CRL": crl, "OCSP": ocsp, "CA": ca.caCertPath, "CAKEY": ca.caKeyPath,
+                "CERT": certificate.certPath,
+            ],
+            timeout: 60
+        )
+        XCTAssertEqual(run.exitCode, 0, run.stdout + run.stderr)
+        return (crl, ocsp)
+    }
+
+    /// A configuration naming every kind of file: the default and an SNI certificate and key, a client CA (also
+    /// the backend CA), a CRL, an OCSP response, a ticket key file, a backend client certificate and key. While
+    /// it is prepared, every file is opened exactly once, and the prepared contexts are built.
+    func testEveryNamedFileIsOpenedOnceWhilePreparing() throws {
+        let web = try ca.issue("web")
+        let api = try ca.issue("api", dnsNames: ["api.example.org"])
+        let client = try ca.clientCertificate("backend-client")
+        let (crl, ocsp) = try makeCRLAndOCSP(for: web)
+        let tickets = try temporary.write(
+            "tickets.key", Data((0..<80).map { UInt8($0) }).base64EncodedString() + "\n", mode: 0o600
+        )
+        let text = """
+            [[listener]]
+            name = "web"
+            listen = "127.0.0.1:0"
+            mode = "tls"
+            backends = ["127.0.0.1:9001"]
+
+            [listener.tls]
+            cert = "\(web.chainPath)"
+            key = "\(web.keyPath)"
+            client_ca = "\(ca.caCertPath)"
+            client_crl = "\(crl)"
+            ocsp_response = "\(ocsp)"
+            ticket_key_file = "\(tickets)"
+
+            [[listener.tls.sni]]
+            cert = "\(api.certPath)"
+            key = "\(api.keyPath)"
+
+            [listener.backend_tls]
+            ca = "\(ca.caCertPath)"
+            server_name = "app.internal"
+            cert = "\(client.certPath)"
+            key = "\(client.keyPath)"
+            """
+        let path = try temporary.write("secproxy.toml", text)
+        let named = [
+            path, web.chainPath, web.keyPath, ca.caCertPath, crl, ocsp, tickets, api.certPath, api.keyPath,
+            client.certPath, client.keyPath,
+        ]
+
+        let opened = FileBytes.OpenedPaths()
+        let result = FileBytes.$openedPaths.withValue(opened) { Preparation.prepare(path: path) }
+
+        XCTAssertEqual(result.diagnostics.map(\.description), [])
+        let prepared = try XCTUnwrap(result.prepared)
+        XCTAssertNotNil(prepared.tlsContexts["web"])
+        XCTAssertNotNil(prepared.backendTLSContexts["web"])
+        XCTAssertEqual(Set(opened.all), Set(named), "exactly the named files are opened")
+        for file in named {
+            XCTAssertEqual(opened.count(file), 1, "\(file) opened \(opened.count(file)) times")
+        }
     }
 }
