@@ -45,6 +45,7 @@ public enum FileBytes {
         _ path: String,
         _ body: (_ descriptor: Int32, _ info: stat) -> Result<T, Failure>
     ) -> Result<T, Failure> {
+        Self.openedPaths?.record(path)
         // O_NONBLOCK: opening a FIFO for reading does not wait for a writer, and no read can block;
         // O_NOCTTY: a terminal device named by mistake does not become the controlling terminal.
         let fd = systemOpen(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
@@ -56,45 +57,46 @@ public enum FileBytes {
         return body(fd, info)
     }
 
-    /// The `stat` of `path` after the checks of `withRegularFile`.
-    public static func statRegularFile(_ path: String) -> Result<stat, Failure> {
-        withRegularFile(path) { _, info in .success(info) }
-    }
-
     /// The whole file, at most `limit` bytes.
     /// - Parameters:
     ///   - path: the file.
     ///   - limit: the largest size accepted.
     public static func read(_ path: String, limit: Int = maximumSize) -> Result<[UInt8], Failure> {
-        withRegularFile(path) { fd, info in
-            if Int(info.st_size) > limit { return .failure(.tooLarge(limit: limit)) }
-            var bytes: [UInt8] = []
-            bytes.reserveCapacity(Int(info.st_size))
-            var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-            while true {
-                let count = chunk.withUnsafeMutableBytes { systemRead(fd, $0.baseAddress, $0.count) }
-                if count < 0 {
-                    if errno == EINTR { continue }
-                    return .failure(.system(errno: errno))
-                }
-                if count == 0 { break }
-                // The file may have grown since fstat: the limit holds for what is read.
-                if bytes.count + count > limit { return .failure(.tooLarge(limit: limit)) }
-                bytes.append(contentsOf: chunk[0..<count])
+        withRegularFile(path) { fd, info in self.readAll(fd, info, limit: limit) }
+    }
+
+    /// The rest of the open file `fd` (whose `fstat` is `info`), at most `limit` bytes.
+    static func readAll(_ fd: Int32, _ info: stat, limit: Int = maximumSize) -> Result<[UInt8], Failure> {
+        if Int(info.st_size) > limit { return .failure(.tooLarge(limit: limit)) }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(Int(info.st_size))
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { systemRead(fd, $0.baseAddress, $0.count) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                return .failure(.system(errno: errno))
             }
-            return .success(bytes)
+            if count == 0 { break }
+            // The file may have grown since fstat: the limit holds for what is read.
+            if bytes.count + count > limit { return .failure(.tooLarge(limit: limit)) }
+            bytes.append(contentsOf: chunk[0..<count])
         }
+        return .success(bytes)
     }
 
     /// `read(_:)` for the TLS loaders, failing with a `TLSError`.
     static func contents(of path: String) throws -> [UInt8] {
-        switch read(path) {
-        case .success(let bytes):
-            return bytes
-        case .failure(.tooLarge):
-            throw TLSError.own("file too large", detail: path)
-        case .failure(let failure):
-            throw TLSError.own("cannot read file: \(failure)", detail: path)
+        try read(path).mapError { self.readError($0, origin: path) }.get()
+    }
+
+    /// `failure` as the TLS loaders word it: "file too large", "cannot read file: No such file or directory".
+    static func readError(_ failure: Failure, origin path: String) -> TLSError {
+        switch failure {
+        case .tooLarge:
+            return TLSError.own("file too large", detail: path)
+        case .system, .notRegular:
+            return TLSError.own("cannot read file: \(failure)", detail: path)
         }
     }
 
@@ -119,6 +121,29 @@ public enum FileBytes {
     static func sizeText(_ bytes: Int) -> String {
         bytes % (1 << 20) == 0 ? "\(bytes >> 20) MiB" : "\(bytes) bytes"
     }
+}
+
+extension FileBytes {
+    /// Every path opened (by `withRegularFile`, the one place files are opened) while it is set as
+    /// `FileBytes.openedPaths` on the current task: how tests see which files a preparation reads, and how often.
+    final class OpenedPaths: @unchecked Sendable {
+        private let lock = TLSLock()
+        private var paths: [String] = []
+
+        init() {}
+
+        /// The paths in the order they were opened, one entry per open.
+        var all: [String] { self.lock.withLock { self.paths } }
+
+        /// How many times `path` was opened.
+        func count(_ path: String) -> Int { self.lock.withLock { self.paths.filter { $0 == path }.count } }
+
+        func record(_ path: String) { self.lock.withLock { self.paths.append(path) } }
+    }
+
+    /// Test seam (nil in the daemon): a task-local, so a test sees the opens of the work it runs itself and
+    /// no other test's.
+    @TaskLocal static var openedPaths: OpenedPaths?
 }
 
 // File-level names for the system calls, which the members `read` of `FileBytes` would otherwise hide.

@@ -121,38 +121,30 @@ final class SSLContextBox: @unchecked Sendable {
         }
     }
 
-    /// Verifies servers against the CAs of `caFile` (the client side: backend TLS): `SSL_VERIFY_PEER`,
-    /// plus `FAIL_IF_NO_PEER_CERT` when `required`.
-    func verifyPeers(caFile: String, required: Bool) throws {
-        // Parse first: a precise message for a bad file, and OpenSSL then re-reads what we know is good.
-        _ = try TLSCertificate.loadChain(file: caFile)
-        ERR_clear_error()
-        guard SSL_CTX_load_verify_file(self.ctx, caFile) == 1 else {
-            throw TLSError.drainingErrorQueue(
-                operation: "SSL_CTX_load_verify_file(\(caFile))",
-                prefix: "CA file: ",
-                fallback: "rejected"
-            )
-        }
-        var mode = csp_ssl_verify_peer()
-        if required {
-            mode |= csp_ssl_verify_fail_if_no_peer_cert()
-        }
-        SSL_CTX_set_verify(self.ctx, mode, nil)
+    /// Verifies servers against `authorities` (the client side: backend TLS): `SSL_VERIFY_PEER`, plus
+    /// `FAIL_IF_NO_PEER_CERT` when `required`.
+    func verifyPeers(trusting authorities: TLSCertificateAuthorities, required: Bool) throws {
+        try self.trust(authorities, namingThemToClients: false)
+        self.setVerify(required: required)
     }
 
-    /// Verifies client certificates against `authorities` (whose names go into the
-    /// CertificateRequest): `SSL_VERIFY_PEER`, plus `FAIL_IF_NO_PEER_CERT` when `required`. The
-    /// certificates and CRLs come parsed from bytes the caller read once, so what is verified against
-    /// is exactly what the session ID context digested.
-    ///
-    /// - Parameters:
-    ///   - crls: CRLs carried by the CA file itself (added to the store, as `SSL_CTX_load_verify_file` does).
-    func verifyClients(authorities: [TLSCertificate], crls: TLSCRLFile, required: Bool) throws {
+    /// Verifies client certificates against `authorities` (whose names go into the CertificateRequest):
+    /// `SSL_VERIFY_PEER`, plus `FAIL_IF_NO_PEER_CERT` when `required`.
+    func verifyClients(trusting authorities: TLSCertificateAuthorities, required: Bool) throws {
+        try self.trust(authorities, namingThemToClients: true)
+        self.setVerify(required: required)
+    }
+
+    /// Puts the certificates and CRLs of `authorities` in the verification store. They come parsed from the
+    /// one read of the bundle, never from the file by path (no `SSL_CTX_load_verify_file`): what is verified
+    /// against is exactly what was checked and what the session ID context digested, whatever the file holds
+    /// by now.
+    /// - Parameter namingThemToClients: also list each in the server's CertificateRequest.
+    private func trust(_ authorities: TLSCertificateAuthorities, namingThemToClients: Bool) throws {
         guard let store = SSL_CTX_get_cert_store(self.ctx) else {
             throw TLSError.own("CA file: context has no certificate store")
         }
-        for authority in authorities {
+        for authority in authorities.certificates {
             ERR_clear_error()
             guard X509_STORE_add_cert(store, authority.x509) == 1 else {
                 throw TLSError.drainingErrorQueue(
@@ -161,7 +153,7 @@ final class SSLContextBox: @unchecked Sendable {
                     fallback: "rejected"
                 )
             }
-            guard SSL_CTX_add_client_CA(self.ctx, authority.x509) == 1 else {
+            guard !namingThemToClients || SSL_CTX_add_client_CA(self.ctx, authority.x509) == 1 else {
                 throw TLSError.drainingErrorQueue(
                     operation: "SSL_CTX_add_client_CA",
                     prefix: "CA file: ",
@@ -169,7 +161,12 @@ final class SSLContextBox: @unchecked Sendable {
                 )
             }
         }
-        try self.addCRLs(crls, to: store, what: "CA file")
+        // CRLs inside the bundle itself, as `SSL_CTX_load_verify_file` would add them; they are only
+        // consulted where CRL checks are on (`checkRevocation`).
+        try self.addCRLs(authorities.crls.get(), to: store, what: "CA file")
+    }
+
+    private func setVerify(required: Bool) {
         var mode = csp_ssl_verify_peer()
         if required {
             mode |= csp_ssl_verify_fail_if_no_peer_cert()

@@ -1,7 +1,10 @@
 import COpenSSL
 
 /// The CRLs of one PEM file, owned (`X509_CRL_free` on deinit).
-final class TLSCRLFile {
+///
+/// Sendable: immutable after parsing; OpenSSL only reads the CRLs and counts their references atomically
+/// when a store takes one.
+final class TLSCRLFile: @unchecked Sendable {
     let crls: [OpaquePointer]
 
     private init(crls: [OpaquePointer]) {
@@ -16,22 +19,23 @@ final class TLSCRLFile {
 
     /// Reads and parses a PEM CRL file: at least one CRL, all of which parse.
     static func load(file: String) throws -> TLSCRLFile {
-        try self.load(pem: FileBytes.contents(of: file), origin: file)
+        var files = TLSFileSet()
+        return try files.revocationList(file).get().crls
     }
 
     /// Parses the bytes of a PEM CRL file (read once by the caller, who may digest the same bytes).
     ///
     /// - Parameter requireOne: false for a file where CRLs are optional (a CA bundle may carry
     ///   them, as `SSL_CTX_load_verify_file` reads both); then non-CRL blocks are skipped.
-    static func load(pem bytes: [UInt8], origin: String, requireOne: Bool = true) throws -> TLSCRLFile {
+    static func load(pem bytes: TLSFileContents, origin: String, requireOne: Bool = true) throws -> TLSCRLFile {
         if requireOne {
             guard !bytes.isEmpty else {
                 throw TLSError.own("empty file", detail: origin)
             }
-            guard FileBytes.contains(bytes, "-----BEGIN ") else {
+            guard bytes.contains("-----BEGIN ") else {
                 throw TLSError.own("not PEM", detail: origin)
             }
-        } else if !FileBytes.contains(bytes, "-----BEGIN X509 CRL-----") {
+        } else if !bytes.contains("-----BEGIN X509 CRL-----") {
             return TLSCRLFile(crls: [])
         }
         return try withMemoryBIO(bytes) { bio in

@@ -61,14 +61,16 @@ public final class TLSCertificate: @unchecked Sendable {
     /// - Throws: `TLSError` when the file cannot be read, is empty, is not PEM, holds no certificate,
     ///   or a certificate does not parse.
     public static func loadChain(file: String) throws -> [TLSCertificate] {
-        try self.loadChain(pem: FileBytes.contents(of: file), origin: file)
+        var files = TLSFileSet()
+        return try files.certificateChain(file).get()
     }
 
-    static func loadChain(pem bytes: [UInt8], origin: String) throws -> [TLSCertificate] {
+    /// Parses every certificate of the PEM `bytes` of the file `origin`, in file order.
+    static func loadChain(pem bytes: TLSFileContents, origin: String) throws -> [TLSCertificate] {
         guard !bytes.isEmpty else {
             throw TLSError.own("empty file", detail: origin)
         }
-        guard FileBytes.contains(bytes, "-----BEGIN ") else {
+        guard bytes.contains("-----BEGIN ") else {
             throw TLSError.own("not PEM", detail: origin)
         }
         return try withMemoryBIO(bytes) { bio in
@@ -183,17 +185,8 @@ public final class TLSCertificate: @unchecked Sendable {
     }
 }
 
-/// Runs `body` with a read-only memory BIO over `bytes`, freed afterwards.
-func withMemoryBIO<T>(_ bytes: [UInt8], _ body: (OpaquePointer) throws -> T) throws -> T {
-    try bytes.withUnsafeBytes { try withMemoryBIO($0, body) }
-}
-
-/// Runs `body` with a read-only memory BIO over `secret` (the BIO reads the bytes in place, no copy).
-func withMemoryBIO<T>(_ secret: TLSSecretBytes, _ body: (OpaquePointer) throws -> T) throws -> T {
-    try secret.withUnsafeBytes { try withMemoryBIO($0, body) }
-}
-
-private func withMemoryBIO<T>(_ raw: UnsafeRawBufferPointer, _ body: (OpaquePointer) throws -> T) throws -> T {
+/// Runs `body` with a read-only memory BIO over `raw` (in place), freed afterwards.
+func withMemoryBIO<T>(_ raw: UnsafeRawBufferPointer, _ body: (OpaquePointer) throws -> T) throws -> T {
     ERR_clear_error()
     guard let bio = BIO_new_mem_buf(raw.baseAddress, Int32(raw.count)) else {
         throw TLSError.drainingErrorQueue(operation: "BIO_new_mem_buf", fallback: "out of memory")

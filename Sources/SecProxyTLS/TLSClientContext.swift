@@ -10,8 +10,21 @@ public final class TLSClientContext: @unchecked Sendable {
     let context: SSLContextBox
     private let sessions: TLSClientSessionCache?
 
+    /// Reads every file `configuration` names (each once) and builds the context from them.
+    ///
     /// - Throws: `TLSError` whose reason says what failed.
-    public init(configuration: TLSClientConfiguration) throws {
+    public convenience init(configuration: TLSClientConfiguration) throws {
+        var files = TLSFileSet(secretPaths: configuration.secretPaths)
+        try self.init(configuration: configuration, files: TLSClientFiles(loading: configuration, from: &files))
+    }
+
+    /// Builds the context from files already parsed; opens no file. The servers it accepts are those that
+    /// verify against `files.trustRoots` as parsed, whatever the file holds by now.
+    ///
+    /// - Parameter files: the parsed contents of the files `configuration` names
+    ///   (`TLSClientFiles(loading:from:)`).
+    /// - Throws: `TLSError` whose reason says what failed.
+    public init(configuration: TLSClientConfiguration, files: TLSClientFiles) throws {
         self.configuration = configuration
         let box = try SSLContextBox(server: false)
         try box.applyCommonSettings(
@@ -22,38 +35,20 @@ public final class TLSClientContext: @unchecked Sendable {
             cipherSuites: configuration.cipherSuites,
             groups: configuration.groups
         )
-        if let trustRootsFile = configuration.trustRootsFile {
+        if let trustRoots = files.trustRoots {
             do {
-                try box.verifyPeers(caFile: trustRootsFile, required: true)
+                try box.verifyPeers(trusting: trustRoots, required: true)
             } catch let error as TLSError {
                 throw TLSError(
-                    reason: "trust roots \(trustRootsFile): \(error.reason)",
+                    reason: "trust roots \(trustRoots.path): \(error.reason)",
                     description: "loading trust roots: \(error.description)"
                 )
             }
         } else {
             SSL_CTX_set_verify(box.ctx, csp_ssl_verify_none(), nil)
         }
-
-        switch (configuration.certificateChainFile, configuration.privateKeyFile) {
-        case (nil, nil):
-            break
-        case (let chainFile?, let keyFile?):
-            let chain: [TLSCertificate]
-            let key: TLSPrivateKey
-            do {
-                chain = try TLSCertificate.loadChain(file: chainFile)
-            } catch let error as TLSError {
-                throw TLSError(reason: "certificate \(chainFile): \(error.reason)", description: error.description)
-            }
-            do {
-                key = try TLSPrivateKey.load(file: keyFile)
-            } catch let error as TLSError {
-                throw TLSError(reason: "key \(keyFile): \(error.reason)", description: error.description)
-            }
-            try box.useCertificate(chain: chain, key: key, origin: keyFile)
-        default:
-            throw TLSError.own("a client certificate needs both a certificate chain and a private key")
+        if let identity = files.certificate {
+            try box.useCertificate(chain: identity.chain, key: identity.key, origin: identity.keyPath)
         }
 
         if !configuration.alpn.isEmpty {

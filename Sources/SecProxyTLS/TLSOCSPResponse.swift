@@ -9,7 +9,7 @@ import Foundation
 
 /// A DER OCSP response to staple, checked when loaded and immutable afterwards. The status callback
 /// hands every handshake that asks for it a copy (OpenSSL frees the copy).
-final class TLSOCSPResponse: @unchecked Sendable {
+public final class TLSOCSPResponse: @unchecked Sendable {
     /// What the response says about the certificate it was loaded for.
     struct CertificateStatus: Sendable, Equatable {
         enum Kind: Sendable, Equatable {
@@ -43,13 +43,19 @@ final class TLSOCSPResponse: @unchecked Sendable {
     /// OpenSSL's `OCSP_check_validity` documentation suggests five minutes).
     static let allowedClockSkew: TimeInterval = 300
 
+    /// The file it was read from.
+    public let path: String
     /// The whole DER `OCSPResponse`, as sent.
     let der: [UInt8]
+    /// The certificate it was loaded for, whose status `status` is; nil when loaded without one.
+    let certificate: TLSCertificate?
     /// The status of the certificate it was loaded for; nil when loaded without a certificate.
     let status: CertificateStatus?
 
-    private init(der: [UInt8], status: CertificateStatus?) {
+    private init(path: String, der: [UInt8], certificate: TLSCertificate?, status: CertificateStatus?) {
+        self.path = path
         self.der = der
+        self.certificate = certificate
         self.status = status
     }
 
@@ -92,7 +98,16 @@ final class TLSOCSPResponse: @unchecked Sendable {
         certificate: TLSCertificate? = nil,
         issuer: TLSCertificate? = nil
     ) throws -> TLSOCSPResponse {
-        let der = try FileBytes.contents(of: file)
+        try self.load(der: FileBytes.contents(of: file), origin: file, certificate: certificate, issuer: issuer)
+    }
+
+    /// Parses and checks the DER bytes of the OCSP response file `file` (see `load(file:certificate:issuer:)`).
+    static func load(
+        der: [UInt8],
+        origin file: String,
+        certificate: TLSCertificate?,
+        issuer: TLSCertificate?
+    ) throws -> TLSOCSPResponse {
         guard !der.isEmpty else {
             throw TLSError.own("empty file", detail: file)
         }
@@ -144,7 +159,7 @@ final class TLSOCSPResponse: @unchecked Sendable {
             certificateStatus = try Self.status(of: single, file: file)
         }
         ERR_clear_error()
-        return TLSOCSPResponse(der: der, status: certificateStatus)
+        return TLSOCSPResponse(path: file, der: der, certificate: certificate, status: certificateStatus)
     }
 
     /// The status, revocation time and validity window of one single response.

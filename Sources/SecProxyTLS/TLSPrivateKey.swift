@@ -23,12 +23,14 @@ public final class TLSPrivateKey: @unchecked Sendable {
     /// - Throws: `TLSError` when the file cannot be read, is empty, not PEM, encrypted
     ///   ("encrypted private keys are not supported") or does not parse.
     public static func load(file: String) throws -> TLSPrivateKey {
-        try self.load(pem: TLSSecretBytes.load(file: file), origin: file)
+        var files = TLSFileSet()
+        return try files.privateKey(file).get()
     }
 
-    /// Parses a PEM private key from `bytes` (a copy the caller wipes by releasing it).
-    static func load(pem bytes: TLSSecretBytes, origin: String) throws -> TLSPrivateKey {
-        guard bytes.count > 0 else {
+    /// Parses a PEM private key from the `bytes` of the file `origin`, in place (the caller wipes them by
+    /// releasing them).
+    static func load(pem bytes: TLSFileContents, origin: String) throws -> TLSPrivateKey {
+        guard !bytes.isEmpty else {
             throw TLSError.own("empty file", detail: origin)
         }
         guard bytes.contains("-----BEGIN ") else {

@@ -87,24 +87,39 @@ final class TLSSecretBytes: @unchecked Sendable {
 
     /// Reads a whole secret file (a private key, ticket keys) straight into wiped-on-free storage.
     ///
-    /// The file is opened non-blocking and must be a regular file, so a FIFO or a device named by the
-    /// configuration cannot hang the read. Errors read as `FileBytes`' do.
+    /// The file is opened non-blocking and must be a regular file (`FileBytes.withRegularFile`), so a FIFO
+    /// or a device named by the configuration cannot hang the read.
     ///
     /// - Throws: `TLSError` when the file cannot be opened or read, is not a regular file, or is
     ///   larger than `FileBytes.maximumSize`.
     static func load(file path: String) throws -> TLSSecretBytes {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-        guard fd >= 0 else {
-            throw TLSError.own("cannot read file: \(String(cString: strerror(errno)))", detail: path)
+        let opened = FileBytes.withRegularFile(path) { fd, info -> Result<Result<TLSSecretBytes, any Error>, FileBytes.Failure> in
+            .success(Result { try self.read(fd, info, origin: path) })
         }
-        defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else {
-            throw TLSError.own("cannot read file: \(String(cString: strerror(errno)))", detail: path)
+        switch opened {
+        case .success(let contents):
+            return try contents.get()
+        case .failure(let failure):
+            throw self.openError(failure, origin: path)
         }
-        guard info.st_mode & S_IFMT == S_IFREG else {
-            throw TLSError.own("cannot read file: not a regular file", detail: path)
+    }
+
+    /// Why a secret file could not be opened, worded as a read failure ("cannot read file: ...").
+    static func openError(_ failure: FileBytes.Failure, origin path: String) -> TLSError {
+        switch failure {
+        case .system(let code):
+            return TLSError.own("cannot read file: \(String(cString: strerror(code)))", detail: path)
+        case .notRegular:
+            return TLSError.own("cannot read file: not a regular file", detail: path)
+        case .tooLarge:
+            return TLSError.own("file too large", detail: path)
         }
+    }
+
+    /// The rest of the open regular file `fd` (whose `fstat` is `info`).
+    ///
+    /// - Throws: `TLSError` when a read fails or the file is larger than `FileBytes.maximumSize`.
+    static func read(_ fd: Int32, _ info: stat, origin path: String) throws -> TLSSecretBytes {
         guard Int(info.st_size) <= FileBytes.maximumSize else {
             throw TLSError.own("file too large", detail: path)
         }
@@ -122,7 +137,7 @@ final class TLSSecretBytes: @unchecked Sendable {
             }
             let free = secret.capacity - secret.count
             let got = secret.withUnsafeMutableStorage { storage in
-                read(fd, storage.baseAddress! + secret.count, free)
+                readDescriptor(fd, storage.baseAddress! + secret.count, free)
             }
             if got < 0 {
                 if errno == EINTR { continue }
@@ -134,3 +149,6 @@ final class TLSSecretBytes: @unchecked Sendable {
         return secret
     }
 }
+
+/// `read(2)` under a file-level name, which the static `read` of `TLSSecretBytes` would otherwise hide.
+private func readDescriptor(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) -> Int { read(fd, buffer, count) }

@@ -36,16 +36,48 @@ public final class TLSServerContext: @unchecked Sendable {
     /// `client_auth = "require"`: a resumed session must carry a client certificate.
     private let requiresClientCertificate: Bool
 
-    /// Builds every `SSL_CTX` of a listener.
+    /// Reads every file `configuration` names (each once) and builds every `SSL_CTX` of a listener from them.
     ///
     /// - Parameters:
+    ///   - previous: the context this one replaces on a reload, if any (see `init(configuration:files:previous:)`).
+    /// - Throws: `TLSError` whose reason says what failed (a file, the key match, a cipher string, ...).
+    public convenience init(configuration: TLSServerConfiguration, previous: TLSServerContext? = nil) throws {
+        try self.init(configuration: configuration, previous: previous, sessionIDContext: nil)
+    }
+
+    /// Builds every `SSL_CTX` of a listener from files already parsed; opens no file.
+    ///
+    /// - Parameters:
+    ///   - files: the parsed contents of the files `configuration` names (`TLSServerFiles(loading:from:)`).
     ///   - previous: the context this one replaces on a reload, if any. When both use random ticket
     ///     keys (tickets on, no `ticketKeys`), the new context keeps the old one's keys and rotation
     ///     schedule, so a reload does not throw every ticket away. Whether a kept ticket still resumes
     ///     is the session ID context's decision: a reload that changed who may connect refuses it.
-    /// - Throws: `TLSError` whose reason says what failed (a file, the key match, a cipher string, ...).
-    public convenience init(configuration: TLSServerConfiguration, previous: TLSServerContext? = nil) throws {
-        try self.init(configuration: configuration, previous: previous, sessionIDContext: nil)
+    /// - Throws: `TLSError` whose reason says what failed (the key match, a cipher string, a revoked
+    ///   certificate, ...).
+    public convenience init(
+        configuration: TLSServerConfiguration,
+        files: TLSServerFiles,
+        previous: TLSServerContext? = nil
+    ) throws {
+        try self.init(configuration: configuration, files: files, previous: previous, sessionIDContext: nil)
+    }
+
+    /// Reads the files of `configuration` (each once), then as `init(configuration:files:previous:...)`.
+    convenience init(
+        configuration: TLSServerConfiguration,
+        previous: TLSServerContext?,
+        sessionIDContext: TLSSessionIDContext?,
+        clock: @escaping @Sendable () -> Date = { Date() }
+    ) throws {
+        var files = TLSFileSet(secretPaths: configuration.secretPaths)
+        try self.init(
+            configuration: configuration,
+            files: TLSServerFiles(loading: configuration, from: &files),
+            previous: previous,
+            sessionIDContext: sessionIDContext,
+            clock: clock
+        )
     }
 
     /// - Parameters:
@@ -55,6 +87,7 @@ public final class TLSServerContext: @unchecked Sendable {
     ///   - clock: the time OCSP responses are judged by, at load and at every handshake.
     init(
         configuration: TLSServerConfiguration,
+        files: TLSServerFiles,
         previous: TLSServerContext?,
         sessionIDContext: TLSSessionIDContext?,
         clock: @escaping @Sendable () -> Date = { Date() }
@@ -65,48 +98,47 @@ public final class TLSServerContext: @unchecked Sendable {
         }
         self.alpnProtocols = configuration.alpn.map { Array($0.utf8) }
 
-        // Everything that decides who may connect is read once: what the session ID context digests
-        // is exactly what the contexts verify against.
-        let clientAuthentication = try ClientAuthentication.load(configuration)
+        // Everything that decides who may connect was read once (`files`): what the session ID context
+        // digests is exactly what the contexts verify against.
+        let clientAuthentication = files.clientCA.map { authorities in
+            ClientAuthentication(
+                authorities: authorities,
+                crls: files.clientCRL,
+                required: !configuration.clientCertificateOptional
+            )
+        }
         self.requiresClientCertificate = clientAuthentication?.required ?? false
-        let defaultChain = try Self.loadChain(file: configuration.certificateChainFile)
+        let defaultChain = files.certificate.chain
         self.sessionIDContext =
             try sessionIDContext
             ?? TLSSessionIDContext(
                 TLSSessionIDContext.Inputs(
                     listenerName: configuration.listenerName,
                     defaultCertificateDER: defaultChain[0].derBytes(),
-                    clientCA: clientAuthentication?.caBytes,
-                    clientCRL: clientAuthentication?.crlBytes,
+                    clientCA: clientAuthentication?.authorities.bytes,
+                    clientCRL: clientAuthentication?.crls?.bytes,
                     clientAuthentication: clientAuthentication.map { $0.required ? .require : .optional } ?? .none,
                     allowedClients: configuration.allowedClients
                 )
             )
 
+        let sessionIDContext = self.sessionIDContext
         let defaultContext = try Self.makeContext(
-            chain: defaultChain,
-            keyFile: configuration.privateKeyFile,
-            ocspResponseFile: configuration.ocspResponseFile,
+            identity: files.certificate,
             configuration: configuration,
-            sessionIDContext: self.sessionIDContext,
+            sessionIDContext: sessionIDContext,
             clientAuthentication: clientAuthentication,
             clock: clock
         )
-        var sniChains: [[TLSCertificate]] = []
-        var sniContexts: [SSLContextBox] = []
-        for entry in configuration.sniCertificates {
-            let chain = try Self.loadChain(file: entry.chainFile)
-            let context = try Self.makeContext(
-                chain: chain,
-                keyFile: entry.keyFile,
-                ocspResponseFile: entry.ocspResponseFile,
+        let sniChains = files.sniCertificates.map(\.chain)
+        let sniContexts = try files.sniCertificates.map { identity in
+            try Self.makeContext(
+                identity: identity,
                 configuration: configuration,
-                sessionIDContext: self.sessionIDContext,
+                sessionIDContext: sessionIDContext,
                 clientAuthentication: clientAuthentication,
                 clock: clock
             )
-            sniChains.append(chain)
-            sniContexts.append(context)
         }
         self.certificateChain = defaultChain
         self.sniCertificateChains = sniChains
@@ -164,89 +196,23 @@ public final class TLSServerContext: @unchecked Sendable {
         self.ticketKeyStore?.rotate()
     }
 
-    /// The client CA and CRL of a listener, read and parsed once.
+    /// Who may connect: the client CA and CRL of a listener as parsed once (`TLSServerFiles`), and whether a
+    /// certificate is required.
     private struct ClientAuthentication {
-        /// The bytes of the `client_ca` file.
-        var caBytes: [UInt8]
-        var authorities: [TLSCertificate]
-        /// CRLs inside the CA file itself.
-        var caCRLs: TLSCRLFile
-        /// The bytes of the `client_crl` file.
-        var crlBytes: [UInt8]?
-        var crls: TLSCRLFile?
+        var authorities: TLSCertificateAuthorities
+        var crls: TLSRevocationList?
         /// `client_auth = "require"`.
         var required: Bool
-
-        /// nil without `clientCAFile` (then `clientCRLFile` is ignored).
-        static func load(_ configuration: TLSServerConfiguration) throws -> ClientAuthentication? {
-            guard let caFile = configuration.clientCAFile else { return nil }
-            let caBytes: [UInt8]
-            let authorities: [TLSCertificate]
-            let caCRLs: TLSCRLFile
-            do {
-                caBytes = try FileBytes.contents(of: caFile)
-                authorities = try TLSCertificate.loadChain(pem: caBytes, origin: caFile)
-                caCRLs = try TLSCRLFile.load(pem: caBytes, origin: caFile, requireOne: false)
-            } catch let error as TLSError {
-                throw TLSError(
-                    reason: "client CA \(caFile): \(error.reason)",
-                    description: "loading client CA: \(error.description)"
-                )
-            }
-            var crlBytes: [UInt8]?
-            var crls: TLSCRLFile?
-            if let crlFile = configuration.clientCRLFile {
-                do {
-                    let bytes = try FileBytes.contents(of: crlFile)
-                    crls = try TLSCRLFile.load(pem: bytes, origin: crlFile)
-                    crlBytes = bytes
-                } catch let error as TLSError {
-                    throw TLSError(
-                        reason: "client CRL \(crlFile): \(error.reason)",
-                        description: "loading client CRL: \(error.description)"
-                    )
-                }
-            }
-            return ClientAuthentication(
-                caBytes: caBytes,
-                authorities: authorities,
-                caCRLs: caCRLs,
-                crlBytes: crlBytes,
-                crls: crls,
-                required: !configuration.clientCertificateOptional
-            )
-        }
-    }
-
-    private static func loadChain(file: String) throws -> [TLSCertificate] {
-        do {
-            return try TLSCertificate.loadChain(file: file)
-        } catch let error as TLSError {
-            throw TLSError(
-                reason: "certificate \(file): \(error.reason)",
-                description: "loading certificate chain: \(error.description)"
-            )
-        }
     }
 
     private static func makeContext(
-        chain: [TLSCertificate],
-        keyFile: String,
-        ocspResponseFile: String?,
+        identity: TLSIdentity,
         configuration: TLSServerConfiguration,
         sessionIDContext: TLSSessionIDContext,
         clientAuthentication: ClientAuthentication?,
         clock: @escaping @Sendable () -> Date
     ) throws -> SSLContextBox {
-        let key: TLSPrivateKey
-        do {
-            key = try TLSPrivateKey.load(file: keyFile)
-        } catch let error as TLSError {
-            throw TLSError(
-                reason: "key \(keyFile): \(error.reason)",
-                description: "loading private key: \(error.description)"
-            )
-        }
+        let chain = identity.chain
         let box = try SSLContextBox(server: true)
         try box.applyCommonSettings(
             noTickets: !configuration.sessionTickets,
@@ -256,25 +222,15 @@ public final class TLSServerContext: @unchecked Sendable {
             cipherSuites: configuration.cipherSuites,
             groups: configuration.groups
         )
-        try box.useCertificate(chain: chain, key: key, origin: keyFile)
+        try box.useCertificate(chain: chain, key: identity.key, origin: identity.keyPath)
 
-        if let ocspResponseFile {
-            let response: TLSOCSPResponse
-            do {
-                let issuer = chain.count > 1 ? chain[1] : nil
-                response = try TLSOCSPResponse.load(file: ocspResponseFile, certificate: chain[0], issuer: issuer)
-            } catch let error as TLSError {
-                throw TLSError(
-                    reason: "OCSP response \(ocspResponseFile): \(error.reason)",
-                    description: "loading OCSP response: \(error.description)"
-                )
-            }
+        if let response = identity.ocspResponse {
             switch response.verdict(at: clock()) {
             case .staple:
                 box.staple(response, clock: clock)
             case .revoked:
                 throw TLSError.own(
-                    "OCSP response \(ocspResponseFile): certificate \(chain[0].displayName) is revoked"
+                    "OCSP response \(response.path): certificate \(chain[0].displayName) is revoked"
                 )
             case .unknownStatus, .notYetValid, .expired:
                 // Not stapled; `--check-config` and a reload warn about it (TLSSettingsValidation).
@@ -295,24 +251,21 @@ public final class TLSServerContext: @unchecked Sendable {
         try sessionIDContext.install(on: box.ctx)
 
         if let clientAuthentication {
+            let authorities = clientAuthentication.authorities
             do {
-                try box.verifyClients(
-                    authorities: clientAuthentication.authorities,
-                    crls: clientAuthentication.caCRLs,
-                    required: clientAuthentication.required
-                )
+                try box.verifyClients(trusting: authorities, required: clientAuthentication.required)
             } catch let error as TLSError {
                 throw TLSError(
-                    reason: "client CA \(configuration.clientCAFile ?? ""): \(error.reason)",
+                    reason: "client CA \(authorities.path): \(error.reason)",
                     description: "loading client CA: \(error.description)"
                 )
             }
             if let crls = clientAuthentication.crls {
                 do {
-                    try box.checkRevocation(crls)
+                    try box.checkRevocation(crls.crls)
                 } catch let error as TLSError {
                     throw TLSError(
-                        reason: "client CRL \(configuration.clientCRLFile ?? ""): \(error.reason)",
+                        reason: "client CRL \(crls.path): \(error.reason)",
                         description: "loading client CRL: \(error.description)"
                     )
                 }

@@ -15,7 +15,8 @@ import Darwin
 #endif
 
 /// Checks of single TLS settings, for `--check-config` to point at the right key.
-/// Each returns nil when OpenSSL accepts the value, else the error (OpenSSL's reason).
+/// Each returns nil when OpenSSL accepts the value, else the error (OpenSSL's reason). The `validate...File`
+/// functions read a file on their own; a preparation checks the objects of its `TLSFileSet` instead.
 public enum TLSSettingsValidation {
     /// A TLS 1.2 cipher list; "" (the secure default) is valid.
     public static func validateCipherList(_ s: String) -> TLSError? {
@@ -46,44 +47,28 @@ public enum TLSSettingsValidation {
 
     /// A CA bundle: readable, PEM, at least one certificate, all parse.
     public static func validateCAFile(_ path: String) -> TLSError? {
-        do {
-            _ = try TLSCertificate.loadChain(file: path)
-            return nil
-        } catch {
-            return (error as? TLSError) ?? TLSError(reason: "\(error)")
-        }
+        var files = TLSFileSet()
+        return files.certificateAuthorities(path).failure
     }
 
     /// A CRL file: readable, PEM, at least one CRL, all parse.
     public static func validateCRLFile(_ path: String) -> TLSError? {
-        do {
-            _ = try TLSCRLFile.load(file: path)
-            return nil
-        } catch {
-            return (error as? TLSError) ?? TLSError(reason: "\(error)")
-        }
+        var files = TLSFileSet()
+        return files.revocationList(path).failure
     }
 
     /// A session ticket key file (`TLSTicketKey.load(file:)`): readable, at least one key, every key
     /// base64 of 80 bytes; the error names the line.
     public static func validateTicketKeyFile(_ path: String) -> TLSError? {
-        do {
-            _ = try TLSTicketKey.load(file: path)
-            return nil
-        } catch {
-            return (error as? TLSError) ?? TLSError(reason: "\(error)")
-        }
+        var files = TLSFileSet()
+        return files.ticketKeys(path).failure
     }
 
     /// An OCSP response to staple: readable, DER, parses, status "successful", a basic response.
     /// (Whether it answers for the certificate is checked when the context is built.)
     public static func validateOCSPResponseFile(_ path: String) -> TLSError? {
-        do {
-            _ = try TLSOCSPResponse.load(file: path)
-            return nil
-        } catch {
-            return (error as? TLSError) ?? TLSError(reason: "\(error)")
-        }
+        var files = TLSFileSet()
+        return files.ocspResponse(path, for: nil).failure
     }
 
     /// What `--check-config` (and a reload) says about a stapled OCSP response.
@@ -105,24 +90,27 @@ public enum TLSSettingsValidation {
         certificateChainFile: String,
         now: Date = Date()
     ) -> OCSPResponseCheck {
-        guard let chain = try? TLSCertificate.loadChain(file: certificateChainFile) else {
-            return self.validateOCSPResponseFile(path).map { .invalid($0) } ?? .good
+        var files = TLSFileSet()
+        let chain = try? files.certificateChain(certificateChainFile).get()
+        switch files.ocspResponse(path, for: chain) {
+        case .success(let response):
+            return self.check(response, at: now)
+        case .failure(let error):
+            return .invalid(error)
         }
-        let response: TLSOCSPResponse
-        do {
-            response = try TLSOCSPResponse.load(file: path, certificate: chain[0], issuer: chain.count > 1 ? chain[1] : nil)
-        } catch {
-            return .invalid((error as? TLSError) ?? TLSError(reason: "\(error)"))
-        }
+    }
+
+    /// What to say about stapling `response` (parsed by `TLSFileSet.ocspResponse(_:for:)`) at `now`.
+    /// A response parsed without a certificate was only checked for its structure: `.good`.
+    public static func check(_ response: TLSOCSPResponse, at now: Date) -> OCSPResponseCheck {
+        let name = response.certificate?.displayName ?? ""
         switch response.verdict(at: now) {
         case .staple:
             return .good
         case .revoked(let time):
-            return .invalid(
-                TLSError(reason: "certificate \(chain[0].displayName) is revoked (since \(Self.utc(time)))")
-            )
+            return .invalid(TLSError(reason: "certificate \(name) is revoked (since \(Self.utc(time)))"))
         case .unknownStatus:
-            return .notStapled(reason: "gives the status of certificate \(chain[0].displayName) as unknown; it is not stapled")
+            return .notStapled(reason: "gives the status of certificate \(name) as unknown; it is not stapled")
         case .notYetValid(let thisUpdate):
             return .notStapled(reason: "is not valid before \(Self.utc(thisUpdate)) (thisUpdate); it is not stapled")
         case .expired(let nextUpdate):
@@ -151,5 +139,13 @@ public enum TLSSettingsValidation {
         let result = body(ctx)
         ERR_clear_error()
         return result
+    }
+}
+
+extension Result {
+    /// The error, or nil.
+    fileprivate var failure: Failure? {
+        if case .failure(let error) = self { return error }
+        return nil
     }
 }

@@ -95,11 +95,8 @@ public struct TLSTicketKey: Sendable, Equatable, CustomStringConvertible, Custom
     /// - Throws: `TLSError` naming the file and the line that is wrong: not base64, not 80 bytes,
     ///   a key cut short, a repeated key name, or no key at all. Never contains key material.
     public static func load(file: String) throws -> [TLSTicketKey] {
-        do {
-            return try self.parse(TLSSecretBytes.load(file: file))
-        } catch let error as TLSError {
-            throw TLSError(reason: "ticket key file \(file): \(error.reason)")
-        }
+        var files = TLSFileSet()
+        return try files.ticketKeys(file).get()
     }
 
     /// Parses the contents of a key file (see `load(file:)`).
