@@ -46,11 +46,14 @@ final class WatchdogDuringReloadTests: ProxyTestCase {
     func testWatchdogKeepsPingingThroughASlowReload() throws {
         let echo = try echoBackend()
         let crl = try largeCRL(revoking: 400_000)
-        // Two listeners with the CRL: a reload parses and loads it for each (seconds in all).
-        let listeners = (1...2).map { index in
-            tlsListener(
+        // Four listeners, each with its own copy of the CRL (a file named twice is read and parsed once): a
+        // reload parses and loads each (about a second in all).
+        let listeners = try (1...4).map { index in
+            let copy = temporary.file("crl/large-\(index).crl")
+            try FileManager.default.copyItem(atPath: crl, toPath: copy)
+            return tlsListener(
                 "mtls\(index)", backends: [echo.address],
-                tlsSettings: ["client_ca": .string(ca.caCertPath), "client_crl": .string(crl)]
+                tlsSettings: ["client_ca": .string(ca.caCertPath), "client_crl": .string(copy)]
             )
         }
         let notify = try NotifySocket(path: temporary.file("notify.sock"))

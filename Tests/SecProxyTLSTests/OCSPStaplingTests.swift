@@ -7,23 +7,9 @@ import XCTest
 
 /// OCSP stapling against `openssl s_client -status`, with responses made by `openssl ocsp` from the
 /// test CA.
-final class OCSPStaplingTests: XCTestCase {
-    nonisolated(unsafe) static var pki: TLSTestPKI!
-
-    override class func setUp() {
-        super.setUp()
-        do {
-            self.pki = try TLSTestPKI()
-            try Self.makeOCSPResponses(in: self.pki)
-        } catch {
-            fatalError("\(error)")
-        }
-    }
-
-    override class func tearDown() {
-        self.pki?.remove()
-        self.pki = nil
-        super.tearDown()
+final class OCSPStaplingTests: TLSTestCase {
+    override class func preparePKI(_ pki: TLSTestPKI) throws {
+        try makeOCSPResponses(in: pki)
     }
 
     /// server-ocsp.der (for server.pem) and api-ocsp.der (for api.pem), signed by the CA itself,
@@ -64,8 +50,7 @@ final class OCSPStaplingTests: XCTestCase {
         }
     }
 
-    var pki: TLSTestPKI { Self.pki }
-    var group: MultiThreadedEventLoopGroup!
+    override class var loopThreads: Int { 1 }
     var server: TestTLSServer!
 
     var serverResponse: String { self.pki.path("server-ocsp.der") }
@@ -73,16 +58,9 @@ final class OCSPStaplingTests: XCTestCase {
     var unknownResponse: String { self.pki.path("server-ocsp-unknown.der") }
     var apiResponse: String { self.pki.path("api-ocsp.der") }
 
-    override func setUp() {
-        super.setUp()
-        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    }
-
     override func tearDown() {
         self.server?.close()
         self.server = nil
-        try? self.group.syncShutdownGracefully()
-        self.group = nil
         super.tearDown()
     }
 

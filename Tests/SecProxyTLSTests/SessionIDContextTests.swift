@@ -10,44 +10,7 @@ import XCTest
 /// cache and TLS 1.3 PSKs, SNI contexts included; the peer certificate of a resumed session is
 /// reported; a resumed session without a required client certificate is refused even when the
 /// contexts match; random ticket keys survive a rebuild from the previous context.
-final class SessionIDContextTests: XCTestCase {
-    nonisolated(unsafe) static var pki: TLSTestPKI!
-
-    override class func setUp() {
-        super.setUp()
-        do {
-            self.pki = try TLSTestPKI()
-        } catch {
-            fatalError("\(error)")
-        }
-    }
-
-    override class func tearDown() {
-        self.pki?.remove()
-        self.pki = nil
-        super.tearDown()
-    }
-
-    var pki: TLSTestPKI { Self.pki }
-    var group: MultiThreadedEventLoopGroup!
-    var servers: [TestTLSServer] = []
-    var clients: [TestClient] = []
-
-    override func setUp() {
-        super.setUp()
-        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-    }
-
-    override func tearDown() {
-        for client in self.clients { client.close() }
-        for server in self.servers { server.close() }
-        self.clients = []
-        self.servers = []
-        try? self.group.syncShutdownGracefully()
-        self.group = nil
-        super.tearDown()
-    }
-
+final class SessionIDContextTests: TLSTestCase {
     // MARK: - Helpers
 
     static let versions: [TLSProtocolVersion] = [.tls12, .tls13]

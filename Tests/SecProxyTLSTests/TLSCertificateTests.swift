@@ -2,26 +2,7 @@ import Foundation
 import SecProxyTLS
 import XCTest
 
-final class TLSCertificateTests: XCTestCase {
-    nonisolated(unsafe) static var pki: TLSTestPKI!
-
-    override class func setUp() {
-        super.setUp()
-        do {
-            self.pki = try TLSTestPKI()
-        } catch {
-            fatalError("\(error)")
-        }
-    }
-
-    override class func tearDown() {
-        self.pki?.remove()
-        self.pki = nil
-        super.tearDown()
-    }
-
-    var pki: TLSTestPKI { Self.pki }
-
+final class TLSCertificateTests: TLSTestCase {
     func testLoadChainReturnsLeafThenIntermediates() throws {
         let chain = try TLSCertificate.loadChain(file: self.pki.serverChain)
         XCTAssertEqual(chain.count, 2)

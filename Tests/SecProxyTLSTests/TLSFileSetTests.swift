@@ -7,43 +7,8 @@ import XCTest
 
 /// `TLSFileSet`: each file opened and read once, each use parsed once; contexts built from what it parsed open
 /// nothing, and trust the certificates it parsed even once the file on disk says otherwise.
-final class TLSFileSetTests: XCTestCase {
-    nonisolated(unsafe) static var pki: TLSTestPKI!
-
-    override class func setUp() {
-        super.setUp()
-        do {
-            self.pki = try TLSTestPKI()
-        } catch {
-            fatalError("\(error)")
-        }
-    }
-
-    override class func tearDown() {
-        self.pki?.remove()
-        self.pki = nil
-        super.tearDown()
-    }
-
-    var pki: TLSTestPKI { Self.pki }
-    var group: MultiThreadedEventLoopGroup!
-    var servers: [TestTLSServer] = []
-    var clients: [TestClient] = []
-
-    override func setUp() {
-        super.setUp()
-        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    }
-
-    override func tearDown() {
-        for client in self.clients { client.close() }
-        for server in self.servers { server.close() }
-        self.clients = []
-        self.servers = []
-        try? self.group.syncShutdownGracefully()
-        self.group = nil
-        super.tearDown()
-    }
+final class TLSFileSetTests: TLSTestCase {
+    override class var loopThreads: Int { 1 }
 
     /// A copy of `source` at a new path of the test PKI's folder.
     func copy(_ source: String, to name: String) throws -> String {

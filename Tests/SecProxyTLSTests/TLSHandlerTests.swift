@@ -5,44 +5,7 @@ import SecProxyTLS
 import XCTest
 
 /// `TLSHandler` on real sockets: our server handler against our client handler.
-final class TLSHandlerTests: XCTestCase {
-    nonisolated(unsafe) static var pki: TLSTestPKI!
-
-    override class func setUp() {
-        super.setUp()
-        do {
-            self.pki = try TLSTestPKI()
-        } catch {
-            fatalError("\(error)")
-        }
-    }
-
-    override class func tearDown() {
-        self.pki?.remove()
-        self.pki = nil
-        super.tearDown()
-    }
-
-    var pki: TLSTestPKI { Self.pki }
-    var group: MultiThreadedEventLoopGroup!
-    var servers: [TestTLSServer] = []
-    var clients: [TestClient] = []
-
-    override func setUp() {
-        super.setUp()
-        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-    }
-
-    override func tearDown() {
-        for client in self.clients { client.close() }
-        for server in self.servers { server.close() }
-        self.clients = []
-        self.servers = []
-        try? self.group.syncShutdownGracefully()
-        self.group = nil
-        super.tearDown()
-    }
-
+final class TLSHandlerTests: TLSTestCase {
     // MARK: - Helpers
 
     func serverConfiguration() -> TLSServerConfiguration {

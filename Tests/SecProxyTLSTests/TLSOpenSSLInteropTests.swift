@@ -5,38 +5,13 @@ import SecProxyTLS
 import XCTest
 
 /// Our server handler against `openssl s_client`, an independent TLS implementation of the same library.
-final class TLSOpenSSLInteropTests: XCTestCase {
-    nonisolated(unsafe) static var pki: TLSTestPKI!
-
-    override class func setUp() {
-        super.setUp()
-        do {
-            self.pki = try TLSTestPKI()
-        } catch {
-            fatalError("\(error)")
-        }
-    }
-
-    override class func tearDown() {
-        self.pki?.remove()
-        self.pki = nil
-        super.tearDown()
-    }
-
-    var pki: TLSTestPKI { Self.pki }
-    var group: MultiThreadedEventLoopGroup!
+final class TLSOpenSSLInteropTests: TLSTestCase {
+    override class var loopThreads: Int { 1 }
     var server: TestTLSServer!
-
-    override func setUp() {
-        super.setUp()
-        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    }
 
     override func tearDown() {
         self.server?.close()
         self.server = nil
-        try? self.group.syncShutdownGracefully()
-        self.group = nil
         super.tearDown()
     }
 

@@ -7,44 +7,7 @@ import XCTest
 
 /// Session ticket keys: the key file format, resumption with file keys across servers (the fleet
 /// case), an older key still decrypting, and the rotation of random keys.
-final class TicketKeyTests: XCTestCase {
-    nonisolated(unsafe) static var pki: TLSTestPKI!
-
-    override class func setUp() {
-        super.setUp()
-        do {
-            self.pki = try TLSTestPKI()
-        } catch {
-            fatalError("\(error)")
-        }
-    }
-
-    override class func tearDown() {
-        self.pki?.remove()
-        self.pki = nil
-        super.tearDown()
-    }
-
-    var pki: TLSTestPKI { Self.pki }
-    var group: MultiThreadedEventLoopGroup!
-    var servers: [TestTLSServer] = []
-    var clients: [TestClient] = []
-
-    override func setUp() {
-        super.setUp()
-        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-    }
-
-    override func tearDown() {
-        for client in self.clients { client.close() }
-        for server in self.servers { server.close() }
-        self.clients = []
-        self.servers = []
-        try? self.group.syncShutdownGracefully()
-        self.group = nil
-        super.tearDown()
-    }
-
+final class TicketKeyTests: TLSTestCase {
     // MARK: - Helpers
 
     /// `openssl rand -base64 80`, as an operator makes a key (two lines: openssl wraps at 64 columns).
