@@ -42,7 +42,7 @@ final class SSLContextBox: @unchecked Sendable {
     ) throws {
         ERR_clear_error()
         csp_ssl_ctx_set_secure_options(self.ctx, noTickets ? 1 : 0)
-        _ = csp_ssl_ctx_set_mode_release_buffers(self.ctx)
+        _ = csp_ssl_ctx_set_default_modes(self.ctx)
 
         guard minimumVersion.rank <= maximumVersion.rank else {
             throw TLSError.own(

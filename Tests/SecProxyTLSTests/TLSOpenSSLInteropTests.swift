@@ -67,6 +67,48 @@ final class TLSOpenSSLInteropTests: TLSTestCase {
         XCTAssertTrue(self.server.log.tlsErrors.isEmpty, "\(self.server.log.tlsErrors)")
     }
 
+    /// The certificates `s_client -showcerts` received, by subject.
+    func receivedChain(_ result: ProcessResult) -> [String] {
+        result.stdout.split(separator: "\n").compactMap { line in
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            guard let range = trimmed.range(of: " s:"), Int(trimmed[..<range.lowerBound]) != nil else { return nil }
+            return String(trimmed[range.upperBound...])
+        }
+    }
+
+    /// The chain is sent exactly as the file has it: OpenSSL's auto-chaining (completing a chain given
+    /// without intermediates from the context's trust store, for a server the client CAs) is off, and a
+    /// file with the CA in it still sends both.
+    func testTheCertificateChainIsSentAsConfigured() throws {
+        var leafOnly = TLSServerConfiguration(certificateChainFile: self.pki.serverCert, privateKeyFile: self.pki.serverKey)
+        // The leaf's issuer is in the client CA store: auto-chaining would append it.
+        leafOnly.clientCAFile = self.pki.caFile
+        leafOnly.clientCertificateOptional = true
+        self.server = try TestTLSServer(group: self.group, context: TLSServerContext(configuration: leafOnly))
+        let single = try self.sClientShowingChain()
+        XCTAssertEqual(single.status, 0, single.stderr)
+        XCTAssertEqual(self.receivedChain(single), ["CN = localhost"], single.stdout)
+        self.server.close()
+
+        try self.startServer()
+        let both = try self.sClientShowingChain()
+        XCTAssertEqual(both.status, 0, both.stderr)
+        XCTAssertEqual(self.receivedChain(both), ["CN = localhost", "CN = secproxy test CA"], both.stdout)
+    }
+
+    /// `s_client` without `-brief`, so that it prints the chain it received.
+    func sClientShowingChain() throws -> ProcessResult {
+        try runProcess(
+            "/usr/bin/env",
+            [
+                "openssl", "s_client", "-connect", "127.0.0.1:\(self.server.port)", "-servername", "localhost",
+                "-CAfile", self.pki.caFile, "-verify_return_error", "-showcerts",
+            ],
+            stdin: "hello\n",
+            timeout: 20
+        )
+    }
+
     func testOldProtocolVersionsAreRefused() throws {
         try self.startServer()
         let result = try self.sClient(["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"])

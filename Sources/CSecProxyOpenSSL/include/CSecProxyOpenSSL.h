@@ -28,8 +28,12 @@ static inline int csp_ssl_ctx_set1_groups_list(SSL_CTX *ctx, const char *list) {
     return (int)SSL_CTX_set1_groups_list(ctx, list);
 }
 
-static inline long csp_ssl_ctx_set_mode_release_buffers(SSL_CTX *ctx) {
-    return SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+/// The modes every secproxy context carries: buffers released while a connection is idle, and the
+/// certificate chain sent exactly as configured. Without `SSL_MODE_NO_AUTO_CHAIN` OpenSSL completes a
+/// chain given without intermediates from the context's trust store on every handshake (an
+/// `X509_verify_cert` per handshake; for a server with `client_ca`, the client CAs would be sent).
+static inline long csp_ssl_ctx_set_default_modes(SSL_CTX *ctx) {
+    return SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_NO_AUTO_CHAIN);
 }
 
 static inline int csp_ssl_ctx_add1_chain_cert(SSL_CTX *ctx, X509 *x509) {
