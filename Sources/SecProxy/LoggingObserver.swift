@@ -40,7 +40,7 @@ final class LoggingObserver: ConnectionObserver {
         logger.error(
             "accept failed; pausing accepts",
             metadata: [
-                "listener": .string(listener), "error": "\(error)",
+                "listener": .string(listener), "error": .string(ErrorText.of(error)),
                 "backoff_ms": "\(backoff.nanoseconds / 1_000_000)", "suppressed": "\(suppressed)",
             ]
         )
@@ -51,7 +51,7 @@ final class LoggingObserver: ConnectionObserver {
     func backendConnectFailed(listener: String, backend: String, error: any Error) {
         logger.debug(
             "backend connect failed",
-            metadata: ["listener": .string(listener), "backend": .string(backend), "error": "\(error)"]
+            metadata: ["listener": .string(listener), "backend": .string(backend), "error": .string(ErrorText.of(error))]
         )
     }
 }

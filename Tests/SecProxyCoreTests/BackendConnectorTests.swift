@@ -107,9 +107,18 @@ final class BackendConnectorTests: XCTestCase {
         let b = try RefusingPort()
         let runtime = try runtime(backends: ["127.0.0.1:\(a.port)", "127.0.0.1:\(b.port)"])
         let observer = RecordingObserver()
-        guard case .failed(let reason, _) = try dial(runtime, observer: observer) else { return XCTFail() }
+        guard case .failed(let reason, let detail) = try dial(runtime, observer: observer) else { return XCTFail() }
         XCTAssertEqual(reason, .backendUnavailable)
         XCTAssertEqual(observer.connectFailures.count, 2, "each backend tried once")
+        // The log line's error: the last attempt's, without NIO's stray parenthesis.
+        let text = try XCTUnwrap(detail)
+        XCTAssertTrue(text.hasSuffix("Connection refused (errno: \(ECONNREFUSED))"), text)
+    }
+
+    func testErrorTextOfAnIOErrorHasBalancedParentheses() {
+        let error = IOError(errnoCode: ECONNREFUSED, reason: "connection reset (error set)")
+        XCTAssertEqual(ErrorText.of(error), "connection reset (error set): Connection refused (errno: 111)")
+        XCTAssertEqual(ErrorText.of(ChannelError.connectTimeout(.seconds(1))), "\(ChannelError.connectTimeout(.seconds(1)))")
     }
 
     func testABackendTLSHandshakeMustEndWithinTheConnectTimeout() throws {

@@ -80,7 +80,7 @@ final class AdmissionHandler: ChannelInboundHandler, RemovableChannelHandler {
             try pipeline.addHandler(GlueHandler(side: .client, connection: connection), position: .last)
         } catch {
             ticket.release()
-            return refuse(context: context, reason: .error, detail: "\(error)")
+            return refuse(context: context, reason: .error, detail: ErrorText.of(error))
         }
         if runtime.acceptProxyProtocol {
             self.connection = connection

@@ -176,12 +176,12 @@ final class BackendConnector: BackendConnecting {
         case .failure(let error):
             attempt.channel?.close(promise: nil)
             if Self.isLocal(error) {
-                report(.failed(.error, detail: "\(error)"))
+                report(.failed(.error, detail: ErrorText.of(error)))
                 return
             }
             pool?.health?.record(index: attempt.index, success: false)
             observer.backendConnectFailed(listener: runtime.name, backend: attempt.target.text, error: error)
-            lastFailure = (Self.isTimeout(error), "\(error)")
+            lastFailure = (Self.isTimeout(error), ErrorText.of(error))
             startNextAttempt()
         }
     }

@@ -18,7 +18,7 @@ extension Connection {
                 try channel.pipeline.syncOperations.addHandler(GlueHandler(side: .backend, connection: self))
             } catch {
                 channel.close(promise: nil)
-                perform(machine.backendFailed(.backendUnavailable, detail: "\(error)"))
+                perform(machine.backendFailed(.backendUnavailable, detail: ErrorText.of(error)))
                 return
             }
             wired = (target, index)

@@ -175,7 +175,7 @@ final class Connection {
         if let ioError = error as? IOError, ioError.errnoCode == ECONNRESET || ioError.errnoCode == EPIPE {
             return .reset
         }
-        return .other("\(error)")
+        return .other(ErrorText.of(error))
     }
 }
 
