@@ -147,10 +147,6 @@ public enum Preparation {
     struct ReadFailure: Error, CustomStringConvertible {
         var description: String
 
-        init(errno code: Int32) {
-            description = String(cString: strerror(code))
-        }
-
         init(message: String) {
             description = message
         }

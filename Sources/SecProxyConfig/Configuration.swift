@@ -215,7 +215,15 @@ extension ListenerConfiguration {
     /// (the default, any peer), else when one of its ranges contains the address.
     /// - Parameter peer: the peer's address in network byte order, 4 or 16 bytes (`sin_addr`, `sin6_addr`).
     public func trustsPeer<Bytes: Collection>(_ peer: Bytes) -> Bool where Bytes.Element == UInt8 {
-        proxyProtocolTrusted.isEmpty || proxyProtocolTrusted.contains { $0.contains(peer) }
+        proxyProtocolTrusted.admits(peer)
+    }
+}
+
+extension [AddressRange] {
+    /// The `proxy_protocol_trusted` rule: an empty list admits every peer, else one of its ranges must contain
+    /// `peer` (4 or 16 bytes, network byte order).
+    public func admits<Bytes: Collection>(_ peer: Bytes) -> Bool where Bytes.Element == UInt8 {
+        isEmpty || contains { $0.contains(peer) }
     }
 }
 

@@ -85,7 +85,7 @@ extension ConfigurationReader {
         let backendTLS = table.subtable("backend_tls").flatMap { readBackendTLS(open($0, as: .backendTLS)) }
         let healthCheck = table.subtable("health_check").map { readHealthCheck(open($0, as: .healthCheck)) }
 
-        listenerFiles.append(ListenerFiles(name: name, tls: mode == .plain ? nil : tls, backendTLS: backendTLS))
+        listenerFiles.append(ListenerFiles(name: name, tls: tls, backendTLS: backendTLS))
 
         guard let name, let listen, let mode, let backends, mode == .plain || tls != nil, routesComplete else {
             return nil

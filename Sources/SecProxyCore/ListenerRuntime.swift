@@ -176,19 +176,14 @@ extension ListenerRuntime {
 
     /// Whether `proxy_protocol_trusted` lets a connection from `peer` go on (always when the list is empty).
     func trusts(_ peer: SocketAddress?) -> Bool {
-        guard !proxyProtocolTrusted.isEmpty else { return true }
-        guard let peer else { return false }
         switch peer {
         case .v4(let address):
-            return withUnsafeBytes(of: address.address.sin_addr) { bytes in
-                proxyProtocolTrusted.contains { $0.contains(bytes) }
-            }
+            return withUnsafeBytes(of: address.address.sin_addr) { proxyProtocolTrusted.admits($0) }
         case .v6(let address):
-            return withUnsafeBytes(of: address.address.sin6_addr) { bytes in
-                proxyProtocolTrusted.contains { $0.contains(bytes) }
-            }
-        case .unixDomainSocket:
-            return false
+            return withUnsafeBytes(of: address.address.sin6_addr) { proxyProtocolTrusted.admits($0) }
+        case .unixDomainSocket, nil:
+            // No IP address to check: admitted only when every peer is.
+            return proxyProtocolTrusted.isEmpty
         }
     }
 
