@@ -85,11 +85,6 @@ public enum FileBytes {
         return .success(bytes)
     }
 
-    /// `read(_:)` for the TLS loaders, failing with a `TLSError`.
-    static func contents(of path: String) throws -> [UInt8] {
-        try read(path).mapError { self.readError($0, origin: path) }.get()
-    }
-
     /// `failure` as the TLS loaders word it: "file too large", "cannot read file: No such file or directory".
     static func readError(_ failure: Failure, origin path: String) -> TLSError {
         switch failure {

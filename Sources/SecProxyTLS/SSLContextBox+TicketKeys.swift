@@ -9,6 +9,10 @@ extension SSLContextBox {
     /// finds its store through the connection's current context, which SNI may have switched: so
     /// every context of a listener gets the same store.
     func useTicketKeys(_ store: TLSTicketKeyStore) throws {
+        // Without the cipher every ticket would fail its handshake: fail the configuration instead.
+        guard ticketCipher != nil else {
+            throw TLSError.own("session tickets: AES-256-CBC is not available from the OpenSSL providers")
+        }
         self.keepAlive(store)
         ERR_clear_error()
         guard SSL_CTX_set_ex_data(self.ctx, ticketKeyStoreExDataIndex, Unmanaged.passUnretained(store).toOpaque()) == 1
@@ -35,8 +39,12 @@ private let ticketKeyStoreExDataIndex: Int32 = {
 
 /// AES-256-CBC fetched once: `EVP_aes_256_cbc()` makes OpenSSL 3 fetch the implementation by name (a
 /// lock and string compares) on every ticket. Lives as long as the process; OpenSSL objects fetched like
-/// this are immutable and safe to share between threads.
-nonisolated(unsafe) private let ticketCipher: OpaquePointer? = EVP_CIPHER_fetch(nil, "AES-256-CBC", nil)
+/// this are immutable and safe to share between threads. A failed fetch leaves nothing on the error queue.
+nonisolated(unsafe) private let ticketCipher: OpaquePointer? = {
+    let cipher = EVP_CIPHER_fetch(nil, "AES-256-CBC", nil)
+    if cipher == nil { ERR_clear_error() }
+    return cipher
+}()
 
 /// OpenSSL's ticket key callback (`SSL_CTX_set_tlsext_ticket_key_evp_cb`), on the event loop of
 /// the handshake.
@@ -66,7 +74,10 @@ private func ticketKeyCallback(
     let result: Int32
     if encrypt == 1 {
         key = store.encryptionKey()
-        guard RAND_bytes(iv, ivLength) == 1 else { return -1 }
+        guard RAND_bytes(iv, ivLength) == 1 else {
+            ERR_clear_error()
+            return -1
+        }
         key.name.withUnsafeBufferPointer { keyName.update(from: $0.baseAddress!, count: $0.count) }
         result = 1
     } else {

@@ -17,12 +17,6 @@ final class TLSCRLFile: @unchecked Sendable {
         }
     }
 
-    /// Reads and parses a PEM CRL file: at least one CRL, all of which parse.
-    static func load(file: String) throws -> TLSCRLFile {
-        var files = TLSFileSet()
-        return try files.revocationList(file).get().crls
-    }
-
     /// Parses the bytes of a PEM CRL file (read once by the caller, who may digest the same bytes).
     ///
     /// - Parameter requireOne: false for a file where CRLs are optional (a CA bundle may carry

@@ -119,7 +119,7 @@ public struct TLSFileSet {
     }
 
     /// The DER OCSP response at `path`, checked against the leaf of `chain` (its issuer is `chain[1]` when
-    /// the chain has one); without a chain, only its structure is checked (`TLSOCSPResponse.load`).
+    /// the chain has one); without a chain, only its structure is checked (`TLSOCSPResponse.load(der:origin:certificate:issuer:)`).
     public mutating func ocspResponse(
         _ path: String,
         for chain: [TLSCertificate]?

@@ -94,15 +94,6 @@ public final class TLSOCSPResponse: @unchecked Sendable {
     ///
     /// - Throws: `TLSError` whose reason says what is wrong (the file is named by the caller).
     static func load(
-        file: String,
-        certificate: TLSCertificate? = nil,
-        issuer: TLSCertificate? = nil
-    ) throws -> TLSOCSPResponse {
-        try self.load(der: FileBytes.contents(of: file), origin: file, certificate: certificate, issuer: issuer)
-    }
-
-    /// Parses and checks the DER bytes of the OCSP response file `file` (see `load(file:certificate:issuer:)`).
-    static func load(
         der: [UInt8],
         origin file: String,
         certificate: TLSCertificate?,
